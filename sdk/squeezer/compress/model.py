@@ -1,0 +1,211 @@
+"""Operations on a user's model: attach masks, prune, attach quantizers, report, detach."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from squeezer.compress.masks import global_masks, layer_mask
+from squeezer.compress.targets import Resolution, Targets, get_submodule_and_attr, resolve
+from squeezer.compress.weight import CompressedWeight, compressed_weights
+from squeezer.errors import PluginError, TargetError
+
+
+def attach(model: nn.Module, targets: Targets | None = None) -> Resolution:
+    """Parametrize every targeted weight of ``model`` with a (dense) :class:`CompressedWeight`.
+
+    Idempotent: weights already compressed are left as they are.
+    """
+    resolution = resolve(model, targets or Targets())
+    attach_paths(model, resolution.targets)
+    return resolution
+
+
+def attach_paths(model: nn.Module, paths: Sequence[str]) -> None:
+    """Parametrize the weights at the given parameter paths (see :func:`attach`)."""
+    done = dict(compressed_weights(model))
+    for path in paths:
+        if path in done:
+            continue
+        module, attr = get_submodule_and_attr(model, path)
+        weight = getattr(module, attr)
+        if not isinstance(weight, torch.Tensor) or not weight.is_floating_point():
+            raise TargetError(f"{path}: only floating-point weights can be compressed, got {weight.dtype}")
+        if _is_tied(model, weight, path):
+            raise TargetError(f"{path}: weight is shared with another module (tied weights are not supported)")
+        parametrize.register_parametrization(module, attr, CompressedWeight(weight), unsafe=True)
+
+
+def _is_tied(model: nn.Module, weight: torch.Tensor, path: str) -> bool:
+    names = [n for n, p in model.named_parameters(remove_duplicate=False) if p is weight]
+    return len(names) > 1
+
+
+def original(model: nn.Module, path: str) -> torch.Tensor:
+    """The stored (full, unmasked) tensor behind a compressed weight."""
+    module, attr = get_submodule_and_attr(model, path)
+    result: torch.Tensor = module.parametrizations[attr].original
+    return result
+
+
+def check_finite(model: nn.Module) -> None:
+    """Raise a :class:`TargetError` naming the first compressed weight holding NaN or Inf."""
+    for path, _ in compressed_weights(model):
+        w = original(model, path)
+        if not torch.isfinite(w).all():
+            raise TargetError(f"{path}: weight contains NaN or Inf; cannot rank it for pruning")
+
+
+ScoreFn = Callable[[str, torch.Tensor], torch.Tensor]
+
+
+@attrs.frozen
+class LayerSparsity:
+    """Target versus achieved sparsity of one compressed weight."""
+
+    name: str
+    numel: int
+    zeros: int
+    target: float
+
+    @property
+    def achieved(self) -> float:
+        return self.zeros / self.numel if self.numel else 0.0
+
+
+def prune(
+    model: nn.Module,
+    score: ScoreFn,
+    sparsity: float | Mapping[str, float],
+    *,
+    scope: str = "global",
+    min_density: float = 0.0,
+    source: str = "importance",
+) -> list[LayerSparsity]:
+    """Update every mask of ``model`` to ``sparsity`` by the scores ``score(path, weight)`` gives.
+
+    ``scope="global"`` ranks all weights together (each layer keeps ``min_density``);
+    ``scope="layer"`` prunes each layer to its own sparsity (a mapping may give per-layer values).
+    Pruned weights stay pruned. ``source`` names the strategy in contract errors.
+    """
+    check_finite(model)
+    params = dict(compressed_weights(model))
+    if not params:
+        raise TargetError("model has no compressed weights; attach targets first")
+    scores: dict[str, torch.Tensor] = {}
+    for path in params:
+        w = original(model, path)
+        with torch.no_grad():
+            s = score(path, w)
+        if not isinstance(s, torch.Tensor) or s.shape != w.shape or not s.is_floating_point():
+            got = f"{tuple(s.shape)} {s.dtype}" if isinstance(s, torch.Tensor) else type(s).__name__
+            raise PluginError(f"{source}: score for {path} must be a float tensor of shape {tuple(w.shape)}, got {got}")
+        if torch.isnan(s).any():
+            raise PluginError(f"{source}: score for {path} contains NaN")
+        scores[path] = s
+    current = {path: p.mask for path, p in params.items()}
+    if scope == "global":
+        if not isinstance(sparsity, float | int):
+            raise ValueError("global pruning takes one sparsity")
+        new = global_masks(scores, current, float(sparsity), min_density)
+        targets = dict.fromkeys(params, float(sparsity))
+    elif scope == "layer":
+        targets = {p: float(sparsity[p] if isinstance(sparsity, Mapping) else sparsity) for p in params}
+        new = {p: layer_mask(scores[p], current[p], targets[p]) for p in params}
+    else:
+        raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
+    for path, p in params.items():
+        p.mask.copy_(new[path])
+    return [LayerSparsity(path, p.mask.numel(), int((~p.mask).sum()), targets[path]) for path, p in params.items()]
+
+
+def attach_quantizers(
+    model: nn.Module, choose: Callable[[str], tuple[str, Any] | None], *, source: str = "quantizer"
+) -> dict[str, int]:
+    """Give each compressed weight the fake quantizer built by ``choose(path) -> (name, config)``.
+
+    ``choose`` returns the registered quantizer name and its config, or None to leave a weight
+    unquantized. The quantizer is built from the masked weight. The core checks its contract:
+    output of the input's shape and dtype, and zero mapped to exactly zero. Returns bits per
+    quantized weight.
+    """
+    bits: dict[str, int] = {}
+    for path, p in compressed_weights(model):
+        choice = choose(path)
+        if choice is None:
+            continue
+        name, config = choice
+        source = f"quantizer {name!r}"
+        w = original(model, path).detach()
+        masked = torch.where(p.mask, w, w.new_zeros(()))
+        fq = config.build(masked)
+        if not isinstance(fq, nn.Module):
+            raise PluginError(f"{source}: build() for {path} must return an nn.Module, got {type(fq).__name__}")
+        with torch.no_grad():
+            out = fq(masked)
+            zero_out = fq(torch.zeros_like(masked))
+        if out.shape != masked.shape or out.dtype != masked.dtype:
+            raise PluginError(
+                f"{source}: quantizer for {path} changed shape/dtype {tuple(masked.shape)} {masked.dtype} "
+                f"-> {tuple(out.shape)} {out.dtype}"
+            )
+        if bool((zero_out != 0).any()):
+            raise PluginError(f"{source}: quantizer for {path} does not map 0 to 0 (pruned weights would revive)")
+        p.quantizer = fq.to(w.device)
+        p.quantizer_spec = {"name": name, "options": attrs.asdict(config)}
+        bits[path] = int(getattr(fq, "bits", 32))
+    return bits
+
+
+def masks(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of every mask of ``model``, by parameter path."""
+    return {path: p.mask.clone() for path, p in compressed_weights(model)}
+
+
+def sparsity(model: nn.Module) -> float:
+    """Fraction of compressed weights that are pruned."""
+    total = zeros = 0
+    for _, p in compressed_weights(model):
+        total += p.mask.numel()
+        zeros += int((~p.mask).sum())
+    return zeros / total if total else 0.0
+
+
+def bake(model: nn.Module) -> nn.Module:
+    """Remove the parametrizations, leaving the student's weights ``Q(W ⊙ M)`` as plain parameters."""
+    for path, _ in list(compressed_weights(model)):
+        module, attr = get_submodule_and_attr(model, path)
+        parametrize.remove_parametrizations(module, attr, leave_parametrized=True)
+    return model
+
+
+def spec(model: nn.Module) -> dict[str, Any]:
+    """JSON-able description of the compression structure (which weights, which quantizers).
+
+    With :func:`restore` it rebuilds the same structure on a fresh model, so that a
+    ``state_dict`` (masks, step sizes) loads into it.
+    """
+    items = list(compressed_weights(model))
+    return {
+        "weights": [path for path, _ in items],
+        "quantizers": {path: p.quantizer_spec for path, p in items if p.quantizer_spec is not None},
+    }
+
+
+def restore(model: nn.Module, structure: Mapping[str, Any], registry: Any) -> None:
+    """Rebuild on ``model`` the structure :func:`spec` described (strategies from ``registry``)."""
+    attach_paths(model, list(structure["weights"]))
+    quantizers: Mapping[str, Any] = structure.get("quantizers", {})
+
+    def choose(path: str) -> tuple[str, Any] | None:
+        entry = quantizers.get(path)
+        if entry is None:
+            return None
+        return entry["name"], registry.create("quantizer", entry["name"], entry["options"], where=path)
+
+    attach_quantizers(model, choose)

@@ -1,0 +1,131 @@
+"""Which weights get compressed: by module type and by name patterns, without tracing.
+
+Names are matched with shell-style globs (``fnmatch``) on the module path (``features.0``) or,
+for ``parameters``, on the full parameter path (``encoder.layers.0.self_attn.in_proj_weight``).
+Wrapper prefixes (DDP's ``module.``, ``torch.compile``'s ``_orig_mod.``) are ignored when matching.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Any
+
+import attrs
+from torch import nn
+
+from squeezer.errors import TargetError
+
+DEFAULT_TYPES = ("Linear", "Conv1d", "Conv2d", "Conv3d")
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+
+def _str_tuple(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+@attrs.frozen(kw_only=True)
+class Targets:
+    """Which parameters to compress."""
+
+    types: tuple[str, ...] = attrs.field(
+        default=DEFAULT_TYPES, converter=_str_tuple,
+        metadata={"help": "module class names (or base class names) whose `weight` is compressed"},
+    )
+    include: tuple[str, ...] = attrs.field(
+        default=("*",), converter=_str_tuple,
+        metadata={"help": "glob patterns on module names; a module must match one"},
+    )
+    exclude: tuple[str, ...] = attrs.field(
+        default=(), converter=_str_tuple,
+        metadata={"help": "glob patterns on module or parameter names to leave alone"},
+    )
+    parameters: tuple[str, ...] = attrs.field(
+        default=(), converter=_str_tuple,
+        metadata={"help": "extra glob patterns on full parameter names (e.g. '*.in_proj_weight')"},
+    )
+
+
+@attrs.frozen
+class Skipped:
+    """A parameter-holding module left uncompressed, and why."""
+
+    name: str
+    reason: str
+
+
+@attrs.frozen
+class Resolution:
+    """The outcome of targeting: parameter paths to compress, and what was skipped."""
+
+    targets: tuple[str, ...]
+    skipped: tuple[Skipped, ...]
+
+
+def strip_wrappers(name: str) -> str:
+    """``module._orig_mod.fc`` -> ``fc``: names match the same with or without wrappers."""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _WRAPPER_PREFIXES:
+            if name.startswith(prefix):
+                name, changed = name[len(prefix):], True
+    return name
+
+
+def _type_names(module: nn.Module) -> set[str]:
+    return {cls.__name__ for cls in type(module).__mro__}
+
+
+def _matches(name: str, patterns: tuple[str, ...]) -> str | None:
+    return next((p for p in patterns if fnmatch.fnmatchcase(name, p)), None)
+
+
+def _owner_and_attr(path: str) -> tuple[str, str]:
+    module, _, attr = path.rpartition(".")
+    return module, attr
+
+
+def resolve(model: nn.Module, targets: Targets) -> Resolution:
+    """Resolve ``targets`` on ``model``; raises :class:`TargetError` if nothing matches."""
+    chosen: list[str] = []
+    skipped: list[Skipped] = []
+    for raw_name, module in model.named_modules():
+        name = strip_wrappers(raw_name)
+        own = {n for n, _ in module.named_parameters(recurse=False)}
+        plist = getattr(module, "parametrizations", None)
+        if plist is not None:  # already parametrized: the parameter lives under its original name
+            own |= set(plist.keys())
+            own -= {"parametrizations"}
+        if not own:
+            continue
+        label = name or "<root>"
+        by_type = bool(_type_names(module) & set(targets.types)) and "weight" in own
+        for attr in sorted(own):
+            path = f"{name}.{attr}" if name else attr
+            raw_path = f"{raw_name}.{attr}" if raw_name else attr
+            by_param = _matches(path, targets.parameters)
+            if not (by_type and attr == "weight") and not by_param:
+                continue
+            excluded = _matches(name, targets.exclude) or _matches(path, targets.exclude)
+            if excluded:
+                skipped.append(Skipped(label, f"excluded by pattern {excluded!r}"))
+            elif not by_param and not _matches(name, targets.include):
+                skipped.append(Skipped(label, f"not matched by include {list(targets.include)}"))
+            else:
+                chosen.append(raw_path)
+        if not by_type and not any(_matches(f"{name}.{a}", targets.parameters) for a in own):
+            skipped.append(Skipped(label, f"type {type(module).__name__} not targeted"))
+    if not chosen:
+        raise TargetError(
+            f"targets matched no parameter (types={list(targets.types)}, include={list(targets.include)}, "
+            f"exclude={list(targets.exclude)}, parameters={list(targets.parameters)})"
+        )
+    return Resolution(tuple(dict.fromkeys(chosen)), tuple(skipped))
+
+
+def get_submodule_and_attr(model: nn.Module, path: str) -> tuple[nn.Module, str]:
+    """Split a parameter path into its owning module and attribute name."""
+    module_path, attr = _owner_and_attr(path)
+    return (model.get_submodule(module_path) if module_path else model), attr

@@ -1,0 +1,82 @@
+"""The parametrization through which every compressed weight is seen.
+
+A targeted parameter ``W`` is kept as ``parametrizations.<name>.original`` and the module sees
+one of three *views* of it (``M`` the boolean mask, ``Q`` the optional fake quantizer):
+
+- ``student``: ``Q(W ⊙ M)``, the pruned, quantized, deployable net. Gradient reaches only kept
+  ("important") entries: pruned entries are exactly zero in forward and in gradient.
+- ``teacher``: ``Q(W ⊙ M)`` on important entries (no gradient) and ``W`` on pruned
+  ("unimportant") entries (with gradient): the PQK teacher shares the student's storage.
+- ``teacher_fp``: as ``teacher`` but the important entries in full precision (no gradient).
+
+``torch.where`` rather than a multiplication makes pruned entries exactly 0 even where ``W`` holds
+Inf, and their gradient exactly 0 even where upstream gradients are NaN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+View = Literal["student", "teacher", "teacher_fp"]
+VIEWS: tuple[View, ...] = ("student", "teacher", "teacher_fp")
+
+
+class CompressedWeight(nn.Module):
+    """Parametrization ``W -> view(W)`` holding the mask buffer and the fake quantizer."""
+
+    mask: torch.Tensor
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mask", torch.ones_like(weight, dtype=torch.bool))
+        self.quantizer: nn.Module | None = None
+        # registry name and options of the quantizer, so a fresh model can be rebuilt (see spec())
+        self.quantizer_spec: dict[str, Any] | None = None
+        self.view: View = "student"
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        zero = weight.new_zeros(())
+        kept = torch.where(self.mask, weight, zero)
+        student = self.quantizer(kept) if self.quantizer is not None else kept
+        if self.view == "student":
+            return student
+        important = student if self.view == "teacher" else weight
+        return torch.where(self.mask, important.detach(), weight)
+
+    def extra_repr(self) -> str:
+        density = self.mask.float().mean().item() if self.mask.numel() else 1.0
+        return f"density={density:.4f}, view={self.view}"
+
+
+def compressed_weights(model: nn.Module) -> Iterator[tuple[str, CompressedWeight]]:
+    """Yield ``(parameter path, parametrization)`` for every compressed weight of ``model``."""
+    for module_name, module in model.named_modules():
+        parametrizations = getattr(module, "parametrizations", None)
+        if parametrizations is None:
+            continue
+        for param_name, plist in parametrizations.items():
+            for p in plist:
+                if isinstance(p, CompressedWeight):
+                    path = f"{module_name}.{param_name}" if module_name else param_name
+                    yield path, p
+
+
+@contextmanager
+def view(model: nn.Module, which: View) -> Iterator[None]:
+    """Within the block, every compressed weight of ``model`` is seen through view ``which``."""
+    if which not in VIEWS:
+        raise ValueError(f"view must be one of {VIEWS}, got {which!r}")
+    params = [p for _, p in compressed_weights(model)]
+    previous = [p.view for p in params]
+    for p in params:
+        p.view = which
+    try:
+        yield
+    finally:
+        for p, v in zip(params, previous, strict=True):
+            p.view = v

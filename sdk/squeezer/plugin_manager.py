@@ -1,0 +1,123 @@
+"""Creating the plugin manager and building the registry from it.
+
+Every plugin, built-in or third-party, is found through the ``squeezer`` entry-point group; there is
+one loading path, so it is exercised on every run. Nothing happens at import time.
+
+Environment switches:
+
+- ``SQUEEZER_DISABLE_PLUGIN_AUTOLOAD=1``: load only the plugins shipped with squeezer itself.
+- ``SQUEEZER_BLOCK_PLUGINS=a,b``: do not load the plugins named ``a`` and ``b``.
+- ``SQUEEZER_TRACE_HOOKS=1``: print every hook call to stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable
+from importlib import metadata
+
+import pluggy
+
+from squeezer import hookspecs
+from squeezer.errors import PluginError
+from squeezer.registry import KIND_HOOKS, Registry
+
+ENTRY_POINT_GROUP = "squeezer"
+_OWN_DISTRIBUTION = "squeezer"
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def blocked_from_env() -> set[str]:
+    raw = os.environ.get("SQUEEZER_BLOCK_PLUGINS", "")
+    return {part.strip() for part in raw.split(",") if part.strip()}
+
+
+def make_plugin_manager(
+    *, autoload: bool | None = None, block: Iterable[str] = (), plugins: Iterable[object] = ()
+) -> pluggy.PluginManager:
+    """Return a fresh plugin manager with the hook specs and the installed plugins loaded.
+
+    ``autoload=None`` follows ``SQUEEZER_DISABLE_PLUGIN_AUTOLOAD``; ``block`` adds to
+    ``SQUEEZER_BLOCK_PLUGINS``; ``plugins`` are extra plugin objects registered directly (tests).
+    """
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    if autoload is None:
+        autoload = not _env_flag("SQUEEZER_DISABLE_PLUGIN_AUTOLOAD")
+    blocked = blocked_from_env() | set(block)
+    for name in blocked:
+        pm.set_blocked(name)
+    _load_entry_points(pm, third_party=autoload, blocked=blocked)
+    for plugin in plugins:
+        pm.register(plugin)
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin {exc.plugin_name!r}: {exc}") from None
+    if _env_flag("SQUEEZER_TRACE_HOOKS"):
+        pm.trace.root.setwriter(sys.stderr.write)
+        pm.enable_tracing()
+    return pm
+
+
+def _load_entry_points(pm: pluggy.PluginManager, *, third_party: bool, blocked: set[str]) -> None:
+    seen: set[str] = set()
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = getattr(ep, "dist", None)
+        dist_name = dist.metadata["Name"] if dist is not None else "?"
+        own = (dist_name or "").lower() == _OWN_DISTRIBUTION
+        if ep.name in seen or ep.name in blocked or (not third_party and not own):
+            continue
+        seen.add(ep.name)
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            raise PluginError(
+                f"plugin {ep.name!r} (from {dist_name}, {ep.value}) failed to import: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        try:
+            pm.register(plugin, name=ep.name)
+        except (pluggy.PluginValidationError, ValueError) as exc:
+            raise PluginError(f"plugin {ep.name!r} (from {dist_name}) is invalid: {exc}") from exc
+        if dist is not None:
+            _VERSIONS[ep.name] = f"{dist_name} {dist.version}"
+
+
+# plugin name -> "distribution version", filled as entry points load
+_VERSIONS: dict[str, str] = {}
+
+
+def plugin_version(name: str) -> str | None:
+    """The distribution and version a loaded plugin came from, if it came from one."""
+    return _VERSIONS.get(name)
+
+
+def build_registry(pm: pluggy.PluginManager) -> Registry:
+    """Call every register hook, one implementation at a time, recording who registered what."""
+    registry = Registry()
+    for hook_name in KIND_HOOKS.values():
+        caller = getattr(pm.hook, hook_name)
+        for impl in caller.get_hookimpls():
+            registry._bind(impl.plugin_name, plugin_version(impl.plugin_name))
+            try:
+                impl.function(**{arg: registry for arg in impl.argnames if arg == "registry"})
+            except PluginError:
+                raise
+            except Exception as exc:
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r} raised in {hook_name}: {type(exc).__name__}: {exc}"
+                ) from exc
+    registry._bind("<direct>", None)
+    return registry
+
+
+def load_registry(
+    *, autoload: bool | None = None, block: Iterable[str] = (), plugins: Iterable[object] = ()
+) -> Registry:
+    """Shortcut: a fresh plugin manager's registry."""
+    return build_registry(make_plugin_manager(autoload=autoload, block=block, plugins=plugins))

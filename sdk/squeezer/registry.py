@@ -1,0 +1,133 @@
+"""The typed registry that plugins fill through the register hooks."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import attrs
+
+from squeezer.errors import ConfigError, PluginError, UnknownStrategyError
+
+KINDS: tuple[str, ...] = ("importance", "scheduler", "quantizer", "distillation_loss")
+KIND_HOOKS: Mapping[str, str] = {
+    "importance": "squeezer_register_importances",
+    "scheduler": "squeezer_register_schedulers",
+    "quantizer": "squeezer_register_quantizers",
+    "distillation_loss": "squeezer_register_distillation_losses",
+}
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+@attrs.frozen
+class StrategyInfo:
+    """One registered strategy: its kind, name, class, and the plugin that provided it."""
+
+    kind: str
+    name: str
+    cls: type
+    plugin: str
+    version: str | None = None
+
+    @property
+    def help(self) -> str:
+        doc = (self.cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+    def options(self) -> list[attrs.Attribute[Any]]:
+        """The recipe options: the strategy class's attrs fields."""
+        return list(attrs.fields(self.cls))
+
+
+class Registry:
+    """Named strategies by extension point, with the plugin that registered each.
+
+    Names are lowercase identifiers, unique within a kind; a clash names both plugins.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[str, dict[str, StrategyInfo]] = {kind: {} for kind in KINDS}
+        self._current_plugin = "<direct>"
+        self._current_version: str | None = None
+
+    def _bind(self, plugin: str, version: str | None) -> None:
+        """Attribute the following registrations to ``plugin`` (used by the plugin manager)."""
+        self._current_plugin, self._current_version = plugin, version
+
+    def add(self, kind: str, name: str, cls: type) -> None:
+        """Register ``cls`` (an attrs class) as strategy ``name`` of ``kind``."""
+        if kind not in self._entries:
+            raise PluginError(f"plugin {self._current_plugin!r}: unknown extension point {kind!r}")
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise PluginError(
+                f"plugin {self._current_plugin!r}: {kind} name {name!r} must be a lowercase identifier"
+            )
+        if not attrs.has(cls):
+            raise PluginError(
+                f"plugin {self._current_plugin!r}: {kind} {name!r} must be an attrs class, got {cls!r}"
+            )
+        existing = self._entries[kind].get(name)
+        if existing is not None:
+            raise PluginError(
+                f"{kind} {name!r} is registered by both plugin {existing.plugin!r} "
+                f"and plugin {self._current_plugin!r}; block one with SQUEEZER_BLOCK_PLUGINS"
+            )
+        self._entries[kind][name] = StrategyInfo(
+            kind, name, cls, self._current_plugin, self._current_version
+        )
+
+    def add_importance(self, name: str, cls: type) -> None:
+        """Register an importance criterion (see :class:`squeezer.strategies.Importance`)."""
+        self.add("importance", name, cls)
+
+    def add_scheduler(self, name: str, cls: type) -> None:
+        """Register a sparsity scheduler (see :class:`squeezer.strategies.Scheduler`)."""
+        self.add("scheduler", name, cls)
+
+    def add_quantizer(self, name: str, cls: type) -> None:
+        """Register a weight quantizer (see :class:`squeezer.strategies.Quantizer`)."""
+        self.add("quantizer", name, cls)
+
+    def add_distillation_loss(self, name: str, cls: type) -> None:
+        """Register a distillation loss (see :class:`squeezer.strategies.DistillationLoss`)."""
+        self.add("distillation_loss", name, cls)
+
+    def get(self, kind: str, name: str) -> StrategyInfo:
+        """Look up a strategy; an unknown name lists the valid ones and suggests the closest."""
+        entries = self._entries[kind]
+        if name in entries:
+            return entries[name]
+        valid = sorted(entries)
+        close = difflib.get_close_matches(name, valid, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UnknownStrategyError(
+            f"unknown {kind} {name!r}{hint} (valid: {', '.join(valid) or 'none registered'})"
+        )
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self._entries[kind])
+
+    def __iter__(self) -> Iterator[StrategyInfo]:
+        for kind in KINDS:
+            yield from (self._entries[kind][n] for n in sorted(self._entries[kind]))
+
+    def create(self, kind: str, name: str, options: Mapping[str, Any] | None = None, *, where: str = "") -> Any:
+        """Build strategy ``name`` with recipe ``options``; bad options name ``where`` and the field."""
+        info = self.get(kind, name)
+        options = dict(options or {})
+        prefix = f"{where}: " if where else ""
+        known = {a.name for a in attrs.fields(info.cls) if a.init}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ConfigError(
+                f"{prefix}unknown option {unknown[0]!r} for {kind} {name!r} "
+                f"(valid: {', '.join(sorted(known)) or 'none'})"
+            )
+        try:
+            return info.cls(**options)
+        except TypeError as exc:
+            raise ConfigError(f"{prefix}{kind} {name!r}: {exc}") from None
+        except ValueError as exc:
+            raise ConfigError(f"{prefix}{exc}") from None
