@@ -1,0 +1,12 @@
+import os
+
+from hypothesis import HealthCheck, settings
+
+# What happens to be installed must not leak into a run: only squeezer's own plugins load.
+os.environ["SQUEEZER_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+
+settings.register_profile("default", max_examples=40, deadline=None)
+settings.register_profile(
+    "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
