@@ -1,0 +1,1 @@
+"""Bundled examples: models and data that ship inside the package (nothing is downloaded)."""

@@ -1,0 +1,269 @@
+"""The pipeline: run a recipe's stages in order with per-epoch atomic checkpoints and resume."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+
+from squeezer import compress
+from squeezer.errors import ConfigError
+from squeezer.pipeline import checkpoint
+from squeezer.pipeline.context import Context
+from squeezer.pipeline.events import (
+    Checkpointed,
+    EpochEnded,
+    RunStarted,
+    Sink,
+    StageEnded,
+    StageStarted,
+    StepEnded,
+    discard,
+)
+from squeezer.pipeline.factories import call_factory
+from squeezer.pipeline.stages import RUNNERS, StageRunner
+from squeezer.pipeline.training import check_loss, evaluate, make_optimizer, set_lr
+from squeezer.plugin_manager import load_registry
+from squeezer.recipe.configs import Factory, Recipe
+from squeezer.recipe.loader import check_strategies, load_recipe, recipe_to_dict
+from squeezer.registry import Registry
+
+DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "pqk.toml"
+CHECKPOINT = Path("checkpoints") / "last.safetensors"
+ARTIFACT = "model.safetensors"
+
+
+@attrs.frozen
+class RunResult:
+    """What a finished run produced."""
+
+    output_dir: Path
+    artifact: Path | None
+    dense_accuracy: float | None
+    accuracy: float
+    sparsity: float
+    layers: tuple[tuple[str, int, int, int], ...]  # (parameter, numel, nonzeros, bits)
+    records: dict[str, Any]
+    report: Any = None  # squeezer.artifact.ArtifactReport
+
+
+def run(
+    recipe: Recipe | str | Path | None = None,
+    *,
+    out: str | Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    seed: int | None = None,
+    sink: Sink = discard,
+    registry: Registry | None = None,
+    export: bool = True,
+) -> RunResult:
+    """Run a recipe end to end (default: the bundled PQK example) and export the student.
+
+    An existing output directory is never overwritten silently: pass ``resume=True`` to continue
+    from its last checkpoint or ``overwrite=True`` to replace it.
+    """
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe or DEFAULT_RECIPE)
+    if seed is not None:
+        recipe = attrs.evolve(recipe, seed=seed)
+    if out is not None:
+        recipe = attrs.evolve(recipe, output_dir=str(out))
+    if registry is None:
+        registry = load_registry(block=recipe.disable_plugins)
+    check_strategies(recipe, registry)
+
+    out_dir = Path(recipe.output_dir)
+    ckpt_path = out_dir / CHECKPOINT
+    state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
+    if resume:
+        if not ckpt_path.exists():
+            raise ConfigError(f"{out_dir}: nothing to resume (no {CHECKPOINT})")
+        state = checkpoint.load(ckpt_path)
+        _check_same_recipe(recipe, state[1], ckpt_path)
+    elif out_dir.exists() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise ConfigError(
+                f"{out_dir}: output directory is not empty; pass --resume to continue or --overwrite to replace it"
+            )
+        for child in (out_dir / "checkpoints", out_dir / ARTIFACT):
+            if child.is_dir():
+                shutil.rmtree(child)
+            else:
+                child.unlink(missing_ok=True)
+
+    device = _device(recipe.device)
+    torch.manual_seed(recipe.seed)
+    ctx = _context(recipe, registry, device, sink, out_dir, state)
+    sink(RunStarted(recipe.source, tuple(s.label for s in recipe.stages), str(out_dir),
+                    str(ckpt_path) if state else None))
+
+    start_stage, start_epoch = (state[1]["stage"], state[1]["epoch"]) if state else (0, 0)
+    for index in range(start_stage, len(recipe.stages)):
+        resuming = state is not None and index == start_stage and start_epoch > 0
+        _run_stage(ctx, index, start_epoch if resuming else 0, state if resuming else None)
+
+    return _finish(ctx, export)
+
+
+def _check_same_recipe(recipe: Recipe, meta: dict[str, Any], path: Path) -> None:
+    if meta.get("recipe_hash") != _recipe_hash(recipe):
+        raise ConfigError(f"{path}: the recipe (or seed) changed since this checkpoint was written; cannot resume")
+
+
+def _recipe_hash(recipe: Recipe) -> str:
+    data = recipe_to_dict(recipe)
+    data.pop("output_dir", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device: unknown device {name!r}") from None
+
+
+def _context(recipe: Recipe, registry: Registry, device: torch.device, sink: Sink, out_dir: Path,
+             state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None) -> Context:
+    records: dict[str, Any] = dict(state[1]["records"]) if state else {}
+    factory = Factory(**records["model_factory"]) if "model_factory" in records else recipe.model
+    model = call_factory(factory, "model")
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model.factory: {recipe.model.factory!r} returned {type(model).__name__}, not an nn.Module")
+    loaders = call_factory(recipe.data, "data")
+    if not (isinstance(loaders, tuple | list) and len(loaders) == 2):
+        raise ConfigError(f"data.factory: {recipe.data.factory!r} must return (train_loader, val_loader)")
+    if state is not None:
+        tensors, meta = state
+        compress.restore(model, meta["spec"], registry)
+        model.load_state_dict(_prefixed(tensors, "model."))
+    return Context(recipe, registry, model.to(device), loaders[0], loaders[1], device, sink, out_dir, records)
+
+
+def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _seed_epoch(seed: int, stage: int, epoch: int) -> None:
+    """Each epoch reseeds from (seed, stage, epoch): shuffling and dropout do not depend on how
+    the run got here, which makes a resumed run equal an uninterrupted one."""
+    torch.manual_seed((seed * 1_000_003 + stage * 10_007 + epoch) % (2**63))
+
+
+def _run_stage(ctx: Context, index: int, start_epoch: int,
+               state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None) -> None:
+    cfg = ctx.recipe.stages[index]
+    runner: StageRunner = RUNNERS[cfg.TYPE](ctx, cfg, index)
+    _seed_epoch(ctx.recipe.seed, index, -1)
+    runner.prepare(resuming=state is not None)
+    if state is not None:
+        for name, module in runner.extra_modules().items():
+            module.load_state_dict(_prefixed(state[0], f"extra.{name}."))
+    epochs = runner.epochs()
+    optimizer = make_optimizer(runner.param_groups(), runner.optim) if epochs > start_epoch else None
+    names = _param_names(ctx.model, runner)
+    if state is not None and optimizer is not None:
+        checkpoint.restore_optimizer(optimizer, names, state[0], state[1]["optim_scalars"])
+    steps = len(ctx.train_loader)
+    ctx.sink(StageStarted(index, cfg.label, cfg.TYPE, epochs, steps))
+    where = f"stages[{index}] ({cfg.label})"
+    for epoch in range(start_epoch, epochs):
+        assert optimizer is not None
+        _seed_epoch(ctx.recipe.seed, index, epoch)
+        runner.before_epoch(epoch, optimizer)
+        ctx.model.train()
+        total = 0.0
+        extra: dict[str, float] = {}
+        for step, batch in enumerate(ctx.train_loader):
+            set_lr(optimizer, runner.optim, runner.progress(epoch, step, steps))
+            optimizer.zero_grad(set_to_none=True)
+            loss, extra = runner.step(batch, epoch)
+            value = check_loss(loss, f"{where} epoch {epoch + 1} step {step + 1}")
+            loss.backward()
+            optimizer.step()
+            total += value
+            ctx.sink(StepEnded(index, epoch, step, value))
+        _, acc = evaluate(ctx.model, ctx.val_loader, ctx.device)
+        metrics = {**extra, **runner.epoch_metrics()}
+        ctx.sink(EpochEnded(index, epoch, total / max(1, steps), acc, compress.sparsity(ctx.model),
+                            _bits_label(ctx.model), metrics))
+        if epoch + 1 < epochs:
+            _save(ctx, runner, optimizer, names, index, epoch + 1)
+    runner.finish()
+    if isinstance(ctx.model, nn.Module) and "model_factory" not in ctx.records and cfg.TYPE == "distill":
+        student = getattr(cfg, "student", None)
+        if student is not None:
+            ctx.records["model_factory"] = attrs.asdict(student)
+    accuracy = evaluate(ctx.model, ctx.val_loader, ctx.device)[1]
+    ctx.records.setdefault("stage_accuracy", {})[str(index)] = accuracy
+    ctx.sink(StageEnded(index, cfg.label, accuracy))
+    _save(ctx, None, None, {}, index + 1, 0)
+
+
+def _param_names(model: nn.Module, runner: StageRunner) -> dict[int, str]:
+    names = {id(p): f"model.{n}" for n, p in model.named_parameters()}
+    for extra, module in runner.extra_modules().items():
+        names.update({id(p): f"extra.{extra}.{n}" for n, p in module.named_parameters()})
+    return names
+
+
+def _bits_label(model: nn.Module) -> str:
+    bits = sorted({int(getattr(p.quantizer, "bits", 32)) for _, p in compress.compressed_weights(model)
+                   if p.quantizer is not None})
+    return "/".join(map(str, bits)) if bits else "fp32"
+
+
+def _save(ctx: Context, runner: StageRunner | None, optimizer: torch.optim.Optimizer | None,
+          names: dict[int, str], stage: int, epoch: int) -> None:
+    tensors = {f"model.{k}": v for k, v in ctx.model.state_dict().items()}
+    scalars: dict[str, Any] = {}
+    if runner is not None:
+        for name, module in runner.extra_modules().items():
+            tensors.update({f"extra.{name}.{k}": v for k, v in module.state_dict().items()})
+    if optimizer is not None:
+        optim_tensors, scalars = checkpoint.optimizer_tensors(optimizer, names)
+        tensors.update(optim_tensors)
+    meta = {
+        "stage": stage,
+        "epoch": epoch,
+        "spec": compress.spec(ctx.model),
+        "records": ctx.records,
+        "optim_scalars": scalars,
+        "recipe_hash": _recipe_hash(ctx.recipe),
+        "recipe": recipe_to_dict(ctx.recipe),
+    }
+    path = ctx.out_dir / CHECKPOINT
+    checkpoint.save(path, tensors, meta)
+    ctx.sink(Checkpointed(str(path)))
+
+
+def _finish(ctx: Context, export: bool) -> RunResult:
+    model = ctx.model.eval()
+    accuracy = evaluate(model, ctx.val_loader, ctx.device)[1]
+    layers = []
+    for path, p in compress.compressed_weights(model):
+        bits = int(getattr(p.quantizer, "bits", 32)) if p.quantizer is not None else 32
+        layers.append((path, p.mask.numel(), int(p.mask.sum()), bits))
+    artifact_path = report = None
+    if export:
+        from squeezer.artifact import export as export_artifact
+
+        artifact_path = ctx.out_dir / ARTIFACT
+        info = {"recipe": recipe_to_dict(ctx.recipe), "model_factory": _factory_path(ctx)}
+        report = export_artifact(model, artifact_path, info=info)
+    return RunResult(ctx.out_dir, artifact_path, ctx.records.get("dense_accuracy"), accuracy,
+                     compress.sparsity(model), tuple(layers), ctx.records, report)
+
+
+def _factory_path(ctx: Context) -> str:
+    factory = ctx.records.get("model_factory", {}).get("factory") or ctx.recipe.model.factory
+    return str(factory)

@@ -1,0 +1,74 @@
+"""The stage protocol: the runner owns the epoch loop, checkpoints and events; a stage supplies the steps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from squeezer.compress.weight import compressed_weights
+from squeezer.pipeline.context import Context
+from squeezer.pipeline.training import batch_to, evaluate
+from squeezer.recipe.configs import Stage
+
+
+class StageRunner:
+    """Default behaviour: plain supervised training of the model as it is."""
+
+    def __init__(self, ctx: Context, cfg: Stage, index: int) -> None:
+        self.ctx, self.cfg, self.index = ctx, cfg, index
+        self.optim = ctx.optim_for(cfg.optim)
+
+    # --- structure -------------------------------------------------------------------------
+    def epochs(self) -> int:
+        return self.cfg.epochs
+
+    def prepare(self, resuming: bool) -> None:
+        """Build what the stage needs; when resuming, structure comes from the checkpoint."""
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Compressed weights get weight decay only while dense: afterwards their pruned entries
+        hold the unimportant weights (PQK's teacher) and must not drift."""
+        originals, others = split_originals(self.ctx.model)
+        dense = all(bool(p.mask.all()) for _, p in compressed_weights(self.ctx.model))
+        return [
+            {"params": originals, "weight_decay": self.optim.weight_decay if dense else 0.0},
+            {"params": others},
+        ]
+
+    def extra_modules(self) -> dict[str, nn.Module]:
+        """Modules besides the model whose state is checkpointed (e.g. the PQK teacher's own norms)."""
+        return {}
+
+    # --- the loop --------------------------------------------------------------------------
+    def progress(self, epoch: int, step: int, steps: int) -> float:
+        """Where the learning-rate schedule stands, in [0, 1]."""
+        total = max(1, self.epochs() * steps)
+        return (epoch * steps + step) / total
+
+    def before_epoch(self, epoch: int, optimizer: torch.optim.Optimizer | None) -> None:
+        """Called before each epoch (pruning rounds happen here)."""
+
+    def step(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        x, y = batch_to(batch, self.ctx.device)
+        loss = nn.functional.cross_entropy(self.ctx.model(x), y)
+        return loss, {}
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Extra validation metrics reported at the end of each epoch."""
+        return {}
+
+    def finish(self) -> None:
+        """Called once after the last epoch."""
+
+    def accuracy(self) -> float:
+        return evaluate(self.ctx.model, self.ctx.val_loader, self.ctx.device)[1]
+
+
+def split_originals(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """Model parameters split into compressed weights' stored originals and everything else."""
+    originals, others = [], []
+    for name, p in model.named_parameters():
+        (originals if name.endswith(".original") or name == "original" else others).append(p)
+    return originals, others

@@ -1,0 +1,59 @@
+"""``distill``: plain knowledge distillation. A frozen copy of the current model teaches a fresh
+student (the recipe's ``student`` factory, or a new instance of ``[model]``: born-again networks)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from torch import nn
+
+from squeezer import compress
+from squeezer.pipeline.factories import call_factory
+from squeezer.pipeline.stages.base import StageRunner
+from squeezer.pipeline.training import batch_to
+from squeezer.recipe.configs import DistillStage
+
+
+class DistillRunner(StageRunner):
+    cfg: DistillStage
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        d = self.cfg.distillation
+        self.loss = self.ctx.registry.create("distillation_loss", d.name, d.options,
+                                             where=f"stages[{self.index}].distillation")
+        self.teacher: nn.Module | None = None
+
+    def prepare(self, resuming: bool) -> None:
+        # The teacher is the model as the previous stage left it. On resume the current model is
+        # already the student, so the teacher is rebuilt from [model] and the structure recorded in
+        # extra_meta(); the runner then loads its state through extra_modules().
+        if resuming:
+            teacher = call_factory(self.ctx.recipe.model, "model")
+            compress.restore(teacher, self.ctx.records["kd_teacher_spec"], self.ctx.registry)
+        else:
+            teacher = copy.deepcopy(self.ctx.model)
+            self.ctx.records["kd_teacher_spec"] = compress.spec(teacher)
+        self.teacher = teacher.to(self.ctx.device).eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        if resuming:
+            return
+        factory = self.cfg.student or self.ctx.recipe.model
+        where = f"stages[{self.index}].student" if self.cfg.student else "model"
+        self.ctx.model = call_factory(factory, where).to(self.ctx.device)
+
+    def extra_modules(self) -> dict[str, nn.Module]:
+        assert self.teacher is not None
+        return {"kd_teacher": self.teacher}
+
+    def step(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        assert self.teacher is not None
+        x, y = batch_to(batch, self.ctx.device)
+        with torch.no_grad():
+            t_logits = self.teacher(x)
+        s_logits = self.ctx.model(x)
+        loss = nn.functional.cross_entropy(s_logits, y) + self.cfg.kd_weight * self.loss(s_logits, t_logits)
+        return loss, {}

@@ -1,0 +1,78 @@
+"""``mutual``: PQK Phase 2. Masks are frozen; the student (pruned, quantized) and its self-teacher
+(student + unimportant weights, same storage) first warm up on cross-entropy, then learn mutually:
+each adds a distillation loss towards the other's detached output (Deep Mutual Learning).
+
+Both losses are summed into one backward: the views route gradients to disjoint entries of each
+compressed weight, so one optimizer step updates the student's important entries and the teacher's
+unimportant ones without either touching the other's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from squeezer.compress.teacher import SelfTeacher
+from squeezer.pipeline.stages.base import StageRunner, split_originals
+from squeezer.pipeline.training import batch_to, evaluate
+from squeezer.recipe.configs import MutualStage
+
+
+class MutualRunner(StageRunner):
+    cfg: MutualStage
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        d = self.cfg.distillation
+        self.loss = self.ctx.registry.create("distillation_loss", d.name, d.options,
+                                             where=f"stages[{self.index}].distillation")
+        self.teacher: SelfTeacher | None = None
+
+    def epochs(self) -> int:
+        return self.cfg.warmup_epochs + self.cfg.epochs
+
+    def prepare(self, resuming: bool) -> None:
+        self.teacher = SelfTeacher(self.ctx.model, self.cfg.teacher_owns, self.cfg.teacher_quantized)
+        self.teacher.to(self.ctx.device)
+
+    def extra_modules(self) -> dict[str, nn.Module]:
+        assert self.teacher is not None
+        return {"teacher": self.teacher}
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        assert self.teacher is not None
+        originals, others = split_originals(self.ctx.model)
+        # no weight decay on shared storage: decay would move entries the step did not own
+        return [
+            {"params": originals, "weight_decay": 0.0},
+            {"params": others},
+            {"params": list(self.teacher.parameters())},
+        ]
+
+    def step(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        assert self.teacher is not None
+        x, y = batch_to(batch, self.ctx.device)
+        self.teacher.train(self.ctx.model.training)
+        s_logits = self.ctx.model(x)
+        t_logits = self.teacher(x)
+        ce = nn.functional.cross_entropy
+        loss_s, loss_t = ce(s_logits, y), ce(t_logits, y)
+        if epoch >= self.cfg.warmup_epochs and self.cfg.kd_weight > 0:
+            w = self.cfg.kd_weight
+            loss_s = loss_s + w * self._kd(s_logits, t_logits.detach())
+            loss_t = loss_t + w * self._kd(t_logits, s_logits.detach())
+        return loss_s + loss_t, {"student_loss": float(loss_s.detach()), "teacher_loss": float(loss_t.detach())}
+
+    def _kd(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        value = self.loss(student, teacher)
+        if not isinstance(value, torch.Tensor) or value.dim() != 0:
+            from squeezer.errors import PluginError
+
+            raise PluginError(f"distillation loss {self.cfg.distillation.name!r} must return a scalar tensor")
+        return value
+
+    def epoch_metrics(self) -> dict[str, float]:
+        assert self.teacher is not None
+        return {"teacher_accuracy": evaluate(self.teacher, self.ctx.val_loader, self.ctx.device)[1]}

@@ -1,0 +1,99 @@
+"""``prune``: iterative pruning; each round prunes to the scheduled sparsity, then trains (QAT with a quantizer).
+
+This is PQK's Phase 1 when the recipe puts a ``train`` stage before it and gives it a quantizer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from squeezer import compress
+from squeezer.compress.weight import compressed_weights
+from squeezer.pipeline.events import Pruned
+from squeezer.pipeline.stages.base import StageRunner
+from squeezer.pipeline.stages.quantize import attach_quantizers_once, attach_targets
+from squeezer.pipeline.training import batch_to
+from squeezer.recipe.configs import PruneStage
+from squeezer.recipe.loader import checked_schedule
+
+
+class PruneRunner(StageRunner):
+    cfg: PruneStage
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        where = f"stages[{self.index}]"
+        reg, cfg = self.ctx.registry, self.cfg
+        self.importance = reg.create("importance", cfg.importance.name, cfg.importance.options,
+                                     where=f"{where}.importance")
+        scheduler = reg.create("scheduler", cfg.scheduler.name, cfg.scheduler.options, where=f"{where}.scheduler")
+        self.schedule = checked_schedule(scheduler, f"{where}.scheduler ({cfg.scheduler.name})")
+
+    def epochs(self) -> int:
+        return len(self.schedule) * self.cfg.epochs_per_round
+
+    def progress(self, epoch: int, step: int, steps: int) -> float:
+        per = max(1, self.cfg.epochs_per_round)  # cosine restarts every round: recover, then prune again
+        return ((epoch % per) * steps + step) / (per * steps)
+
+    def prepare(self, resuming: bool) -> None:
+        if resuming:
+            return
+        attach_targets(self.ctx)
+        if self.cfg.epochs_per_round == 0:  # prune all rounds back to back
+            for r in range(len(self.schedule)):
+                self._prune_round(r, None)
+
+    def before_epoch(self, epoch: int, optimizer: torch.optim.Optimizer | None) -> None:
+        per = self.cfg.epochs_per_round
+        if per and epoch % per == 0:
+            self._prune_round(epoch // per, optimizer)
+
+    def _prune_round(self, r: int, optimizer: torch.optim.Optimizer | None) -> None:
+        grads = self._gradients() if getattr(self.importance, "needs_gradients", False) else {}
+        name = self.cfg.importance.name
+
+        def score(path: str, w: torch.Tensor) -> torch.Tensor:
+            return self.importance(w, grads.get(path))
+
+        layers = compress.prune(
+            self.ctx.model, score, self.schedule[r], scope=self.cfg.scope,
+            min_density=self.cfg.min_density, source=f"importance {name!r}",
+        )
+        if optimizer is not None:
+            _forget_pruned(self.ctx.model, optimizer)
+        if self.cfg.quantizer is not None:
+            attach_quantizers_once(self.ctx, self.cfg.quantizer, f"stages[{self.index}].quantizer")
+        self.ctx.sink(Pruned(
+            self.index, r, self.schedule[r], compress.sparsity(self.ctx.model),
+            tuple((layer.name, layer.target, layer.achieved) for layer in layers),
+        ))
+        self.ctx.records["layers"] = [(layer.name, layer.numel, layer.zeros) for layer in layers]
+
+    def _gradients(self) -> dict[str, torch.Tensor]:
+        """Accumulate dL/dW over calibration batches, for gradient-based importance criteria."""
+        model = self.ctx.model
+        params = {path: compress.original(model, path) for path, _ in compressed_weights(model)}
+        for p in params.values():
+            p.grad = None
+        for i, batch in enumerate(self.ctx.train_loader):
+            if i >= self.cfg.calibration_batches:
+                break
+            x, y = batch_to(batch, self.ctx.device)
+            nn.functional.cross_entropy(model(x), y).backward()
+        grads = {path: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
+                 for path, p in params.items()}
+        model.zero_grad(set_to_none=True)
+        return grads
+
+
+def _forget_pruned(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Zero optimizer state (momentum, Adam moments) at pruned entries so they never drift afterwards."""
+    for path, p in compressed_weights(model):
+        original = compress.original(model, path)
+        for value in optimizer.state.get(original, {}).values():
+            if isinstance(value, torch.Tensor) and value.shape == p.mask.shape:
+                value.masked_fill_(~p.mask, 0)

@@ -1,0 +1,70 @@
+"""``quantize``: quantization-aware training without pruning; also the quantizer choice shared with ``prune``."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from typing import Any
+
+from squeezer import compress
+from squeezer.compress.targets import strip_wrappers
+from squeezer.compress.weight import compressed_weights
+from squeezer.pipeline.context import Context
+from squeezer.pipeline.events import Note
+from squeezer.pipeline.stages.base import StageRunner
+from squeezer.recipe.configs import QuantizerChoice, QuantizeStage
+
+
+def quantizer_chooser(ctx: Context, choice: QuantizerChoice, where: str) -> Callable[[str], tuple[str, Any] | None]:
+    """``path -> (name, config)`` honouring per-layer overrides (first match wins; '@first'/'@last')."""
+    paths = [path for path, _ in compressed_weights(ctx.model)]
+    aliases = {"@first": paths[0], "@last": paths[-1]} if paths else {}
+    base = ctx.registry.create("quantizer", choice.name, choice.options, where=where)
+
+    def choose(path: str) -> tuple[str, Any] | None:
+        plain = strip_wrappers(path)
+        for j, override in enumerate(choice.overrides):
+            alias = aliases.get(override.pattern)
+            hit = path == alias if alias else fnmatch.fnmatchcase(plain, override.pattern)
+            if hit:
+                if override.skip:
+                    return None
+                options = {**choice.options, **override.options}
+                return choice.name, ctx.registry.create(
+                    "quantizer", choice.name, options, where=f"{where}.overrides[{j}]"
+                )
+        return choice.name, base
+
+    return choose
+
+
+def attach_quantizers_once(ctx: Context, choice: QuantizerChoice, where: str) -> dict[str, int]:
+    """Attach quantizers to compressed weights that have none yet; report bits per layer."""
+    if all(p.quantizer is not None for _, p in compressed_weights(ctx.model)):
+        return {}
+    choose = quantizer_chooser(ctx, choice, where)
+    pending = {path for path, p in compressed_weights(ctx.model) if p.quantizer is None}
+    bits = compress.attach_quantizers(ctx.model, lambda path: choose(path) if path in pending else None)
+    ctx.records.setdefault("bits", {}).update(bits)
+    return bits
+
+
+def attach_targets(ctx: Context) -> None:
+    """Attach masks to the recipe's targets (idempotent) and report what was skipped."""
+    resolution = compress.attach(ctx.model, ctx.recipe.targets)
+    if "targets" not in ctx.records:
+        ctx.records["targets"] = list(resolution.targets)
+        for skipped in resolution.skipped:
+            ctx.sink(Note(f"skipped {skipped.name}: {skipped.reason}"))
+
+
+class QuantizeRunner(StageRunner):
+    """Attach the stage's quantizer to every compressed weight, then train (QAT)."""
+
+    cfg: QuantizeStage
+
+    def prepare(self, resuming: bool) -> None:
+        if resuming:
+            return
+        attach_targets(self.ctx)
+        attach_quantizers_once(self.ctx, self.cfg.quantizer, f"stages[{self.index}].quantizer")

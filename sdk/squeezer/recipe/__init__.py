@@ -1,0 +1,47 @@
+"""Recipes: TOML files validated into frozen attrs configs."""
+
+from squeezer.recipe.configs import (
+    STAGE_TYPES,
+    DistillStage,
+    Factory,
+    MutualStage,
+    Optim,
+    PruneStage,
+    QuantizerChoice,
+    QuantizerOverride,
+    QuantizeStage,
+    Recipe,
+    Stage,
+    Strategy,
+    TrainStage,
+)
+from squeezer.recipe.loader import (
+    check_strategies,
+    checked_schedule,
+    load_recipe,
+    parse_recipe,
+    recipe_from_dict,
+    recipe_to_dict,
+)
+
+__all__ = [
+    "STAGE_TYPES",
+    "DistillStage",
+    "Factory",
+    "MutualStage",
+    "Optim",
+    "PruneStage",
+    "QuantizeStage",
+    "QuantizerChoice",
+    "QuantizerOverride",
+    "Recipe",
+    "Stage",
+    "Strategy",
+    "TrainStage",
+    "check_strategies",
+    "checked_schedule",
+    "load_recipe",
+    "parse_recipe",
+    "recipe_from_dict",
+    "recipe_to_dict",
+]

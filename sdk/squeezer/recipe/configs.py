@@ -1,0 +1,175 @@
+"""The recipe schema: frozen attrs configs, one class per section and per stage type.
+
+Field ``metadata["help"]`` is the reference text shown by ``squeezer recipe schema``. Strategy
+options (importance, scheduler, quantizer, distillation loss) are validated by the plugin's own
+config class when the recipe is loaded against a registry.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import attrs
+
+from squeezer.compress.targets import Targets
+
+_positive = attrs.validators.gt(0.0)
+_fraction = [attrs.validators.ge(0.0), attrs.validators.le(1.0)]
+_epochs = attrs.validators.ge(0)
+
+
+def _help(text: str, **kwargs: Any) -> Any:
+    return attrs.field(metadata={"help": text}, **kwargs)
+
+
+@attrs.frozen(kw_only=True)
+class Strategy:
+    """A plugin choice: the registered ``name`` and its options (validated by the plugin)."""
+
+    name: str = _help("registered strategy name")
+    options: dict[str, Any] = _help("the strategy's options", factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class QuantizerOverride:
+    """Per-layer quantizer settings: the first override whose pattern matches a weight wins."""
+
+    pattern: str = _help("glob on parameter paths; '@first' and '@last' name the first/last compressed weight")
+    options: dict[str, Any] = _help("quantizer options replacing the stage's (e.g. bits = 8)", factory=dict)
+    skip: bool = _help("leave matching weights unquantized", default=False)
+
+
+@attrs.frozen(kw_only=True)
+class QuantizerChoice:
+    """A quantizer with optional per-layer overrides."""
+
+    name: str = _help("registered quantizer name")
+    options: dict[str, Any] = _help("the quantizer's options", factory=dict)
+    overrides: tuple[QuantizerOverride, ...] = _help("per-layer overrides, first match wins", default=())
+
+
+@attrs.frozen(kw_only=True)
+class Optim:
+    """Optimizer settings; each stage may override them."""
+
+    optimizer: str = _help("'adam', 'adamw' or 'sgd'", default="adam",
+                           validator=attrs.validators.in_(("adam", "adamw", "sgd")))
+    lr: float = _help("learning rate", default=1e-3, validator=_positive)
+    weight_decay: float = _help("weight decay", default=0.0, validator=attrs.validators.ge(0.0))
+    momentum: float = _help("SGD momentum", default=0.9, validator=_fraction)
+    lr_schedule: str = _help("'cosine' (per stage) or 'constant'", default="cosine",
+                             validator=attrs.validators.in_(("cosine", "constant")))
+
+
+@attrs.frozen(kw_only=True)
+class Factory:
+    """An import path ``pkg.module:function`` and keyword arguments for it."""
+
+    factory: str = _help("import path 'pkg.module:function'",
+                         validator=attrs.validators.matches_re(r"^[\w.]+:[\w.]+$"))
+    options: dict[str, Any] = _help("keyword arguments passed to the factory", factory=dict)
+
+
+@attrs.frozen(kw_only=True)
+class Stage:
+    """Fields shared by every stage."""
+
+    TYPE: ClassVar[str] = ""
+    name: str = _help("display name (defaults to the type)", default="")
+    epochs: int = _help("training epochs", default=1, validator=_epochs)
+    optim: Optim | None = _help("optimizer settings overriding [training]", default=None)
+
+    @property
+    def label(self) -> str:
+        return self.name or self.TYPE
+
+    def total_epochs(self) -> int:
+        return self.epochs
+
+
+@attrs.frozen(kw_only=True)
+class TrainStage(Stage):
+    """Train the model as it is (dense from scratch, or fine-tune a compressed one)."""
+
+    TYPE: ClassVar[str] = "train"
+
+
+@attrs.frozen(kw_only=True)
+class PruneStage(Stage):
+    """Iterative pruning: per round, prune to the scheduled sparsity, then train (QAT if a quantizer is set)."""
+
+    TYPE: ClassVar[str] = "prune"
+    importance: Strategy = _help("importance criterion", factory=lambda: Strategy(name="l1"))
+    scheduler: Strategy = _help("sparsity scheduler (its target is the final sparsity)")
+    quantizer: QuantizerChoice | None = _help("quantizer for QAT between rounds (none: prune only)", default=None)
+    scope: str = _help("'global' (rank all weights together) or 'layer'", default="global",
+                       validator=attrs.validators.in_(("global", "layer")))
+    min_density: float = _help("fraction every layer keeps under global pruning", default=0.02, validator=_fraction)
+    epochs_per_round: int = _help("training epochs after each pruning round", default=2, validator=_epochs)
+    calibration_batches: int = _help("batches for gradient-based importance", default=8,
+                                     validator=attrs.validators.ge(1))
+    epochs: int = _help("unused: set epochs_per_round", default=0, validator=_epochs)
+
+    def total_epochs(self) -> int:  # rounds are known only with the registry; see pipeline
+        return self.epochs_per_round
+
+
+@attrs.frozen(kw_only=True)
+class QuantizeStage(Stage):
+    """Quantization-aware training without pruning: attach quantizers, then train."""
+
+    TYPE: ClassVar[str] = "quantize"
+    quantizer: QuantizerChoice = _help("the quantizer")
+
+
+@attrs.frozen(kw_only=True)
+class MutualStage(Stage):
+    """PQK Phase 2: the pruned, quantized student and its self-teacher (student + unimportant weights)."""
+
+    TYPE: ClassVar[str] = "mutual"
+    distillation: Strategy = _help("distillation loss, applied in both directions",
+                                   factory=lambda: Strategy(name="hinton"))
+    warmup_epochs: int = _help("epochs of cross-entropy only before mutual KD", default=1, validator=_epochs)
+    kd_weight: float = _help("weight of the distillation term", default=1.0, validator=attrs.validators.ge(0.0))
+    teacher_quantized: bool = _help("teacher sees important weights quantized (else full precision)", default=True)
+    teacher_owns: tuple[str, ...] = _help(
+        "non-masked parameters the teacher gets its own copy of: 'norm' (normalization layers, with "
+        "their statistics) and/or 'bias' (biases of compressed layers); the student owns the rest",
+        default=("norm",), converter=tuple,
+        validator=attrs.validators.deep_iterable(attrs.validators.in_(("norm", "bias"))),
+    )
+
+
+@attrs.frozen(kw_only=True)
+class DistillStage(Stage):
+    """Plain KD: a frozen copy of the current model teaches a fresh student."""
+
+    TYPE: ClassVar[str] = "distill"
+    distillation: Strategy = _help("distillation loss", factory=lambda: Strategy(name="hinton"))
+    kd_weight: float = _help("weight of the distillation term", default=1.0, validator=attrs.validators.ge(0.0))
+    student: Factory | None = _help("student model factory (default: a fresh [model])", default=None)
+
+
+STAGE_TYPES: dict[str, type[Stage]] = {
+    cls.TYPE: cls for cls in (TrainStage, PruneStage, QuantizeStage, MutualStage, DistillStage)
+}
+
+
+@attrs.frozen(kw_only=True)
+class Recipe:
+    """A whole compression recipe."""
+
+    model: Factory = _help("the model factory")
+    data: Factory = _help("the data factory, returning (train_loader, val_loader)")
+    stages: tuple[Stage, ...] = _help("ordered stages")
+    targets: Targets = _help("which weights are compressed", factory=Targets)
+    training: Optim = _help("default optimizer settings", factory=Optim)
+    seed: int = _help("random seed", default=0)
+    output_dir: str = _help("where checkpoints and the artifact go", default="squeezer-out")
+    device: str = _help("'auto', 'cpu', 'cuda', ...", default="auto")
+    disable_plugins: tuple[str, ...] = _help("plugins not to load for this recipe", default=(), converter=tuple)
+    source: str = attrs.field(default="<recipe>", eq=False, metadata={"help": "file the recipe came from"})
+
+    def __attrs_post_init__(self) -> None:
+        if not self.stages:
+            raise ValueError("stages: a recipe needs at least one stage")

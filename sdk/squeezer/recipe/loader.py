@@ -1,0 +1,268 @@
+"""Reading recipes: TOML -> frozen configs, with errors that name the file and field path."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from squeezer.errors import ConfigError
+from squeezer.recipe.configs import (
+    STAGE_TYPES,
+    DistillStage,
+    MutualStage,
+    Optim,
+    PruneStage,
+    QuantizeStage,
+    Recipe,
+    Stage,
+)
+from squeezer.registry import Registry
+
+_OPTIM_KEYS = {a.name for a in attrs.fields(Optim)}
+_FIELD_MESSAGE = re.compile(r"^'(\w+)' (.*)$", re.S)
+
+
+def load_recipe(path: str | Path, registry: Registry | None = None) -> Recipe:
+    """Read and validate a recipe file; with a registry, plugin names and options are checked too."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: recipe file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read recipe: {exc}") from None
+    return parse_recipe(text, source=str(path), registry=registry)
+
+
+def parse_recipe(text: str, *, source: str = "<recipe>", registry: Registry | None = None) -> Recipe:
+    """Validate recipe TOML text (see :func:`load_recipe`)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+    recipe = recipe_from_dict(data, source=source)
+    if registry is not None:
+        check_strategies(recipe, registry)
+    return recipe
+
+
+def recipe_from_dict(data: Mapping[str, Any], *, source: str = "<recipe>") -> Recipe:
+    """Build a :class:`Recipe` from plain data (as TOML gives it)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: a recipe must be a table")
+    data = dict(data)
+    for section in ("model", "data"):
+        if section in data and isinstance(data[section], Mapping):
+            data[section] = _factory_table(data[section])
+    stages = data.get("stages")
+    if "stages" in data:
+        if not isinstance(stages, list):
+            raise ConfigError(f"{source}: stages: must be an array of tables ([[stages]]), got {_kind(stages)}")
+        training = data.get("training", {})
+        training = dict(training) if isinstance(training, Mapping) else {}
+        data["stages"] = tuple(_stage(s, f"stages[{i}]", source, training) for i, s in enumerate(stages))
+    return typing.cast(Recipe, _build(Recipe, data, "", source, extra={"source": source}))
+
+
+def _factory_table(table: Mapping[str, Any]) -> dict[str, Any]:
+    """``[model]`` keys other than ``factory``/``options`` are the factory's keyword arguments."""
+    table = dict(table)
+    options = dict(table.pop("options", {}) or {})
+    factory = table.pop("factory", None)
+    options.update(table)
+    out: dict[str, Any] = {"options": options}
+    if factory is not None:
+        out["factory"] = factory
+    return out
+
+
+def _stage(raw: Any, path: str, source: str, training: Mapping[str, Any]) -> Stage:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: {path}: must be a table, got {_kind(raw)}")
+    raw = dict(raw)
+    kind = raw.pop("type", None)
+    if kind not in STAGE_TYPES:
+        valid = ", ".join(STAGE_TYPES)
+        close = difflib.get_close_matches(str(kind), list(STAGE_TYPES), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        what = "missing 'type'" if kind is None else f"unknown stage type {kind!r}{hint}"
+        raise ConfigError(f"{source}: {path}.type: {what} (valid: {valid})")
+    optim = {k: raw.pop(k) for k in list(raw) if k in _OPTIM_KEYS}
+    if optim:  # a stage's optimizer settings override [training], field by field
+        raw["optim"] = {**training, **optim}
+    return typing.cast(Stage, _build(STAGE_TYPES[kind], raw, path, source))
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a table", list: "an array", str: "a string", bool: "a boolean", int: "an integer",
+            float: "a float"}.get(type(value), type(value).__name__)
+
+
+def _join(path: str, name: str) -> str:
+    return f"{path}.{name}" if path else name
+
+
+def _build(cls: type, raw: Any, path: str, source: str, extra: Mapping[str, Any] | None = None) -> Any:
+    where = path or "recipe"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{source}: {where}: must be a table, got {_kind(raw)}")
+    fields = {a.name: a for a in attrs.fields(cls) if a.init and a.name != "source"}
+    hints = typing.get_type_hints(cls)
+    unknown = [k for k in raw if k not in fields]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(fields), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"{source}: {_join(path, unknown[0])}: unknown field{hint} (valid: {', '.join(fields)})"
+        )
+    kwargs = {name: _convert(hints[name], value, _join(path, name), source) for name, value in raw.items()}
+    missing = [n for n, a in fields.items() if a.default is attrs.NOTHING and n not in kwargs]
+    if missing:
+        raise ConfigError(f"{source}: {_join(path, missing[0])}: required field is missing")
+    try:
+        return cls(**kwargs, **(extra or {}))
+    except (ValueError, TypeError) as exc:
+        message = str(exc)
+        match = _FIELD_MESSAGE.match(message)
+        if match:
+            raise ConfigError(f"{source}: {_join(path, match.group(1))}: {match.group(2)}") from None
+        raise ConfigError(f"{source}: {where}: {message}") from None
+
+
+def _convert(hint: Any, value: Any, path: str, source: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return None if value is None else _convert(inner[0], value, path, source)
+    if hint is Any:
+        return value
+    if isinstance(hint, type) and attrs.has(hint):
+        if hint.__name__ in ("Strategy", "QuantizerChoice"):
+            value = _strategy_table(value, path, source)
+        return _build(hint, value, path, source)
+    if origin is tuple:
+        if isinstance(value, str) and args[0] is str:
+            value = [value]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{source}: {path}: must be an array, got {_kind(value)}")
+        if args and args[0] is Stage:
+            return tuple(value)
+        return tuple(_convert(args[0], v, f"{path}[{i}]", source) for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{source}: {path}: must be a table, got {_kind(value)}")
+        return dict(value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: {path}: must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{source}: {path}: must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{source}: {path}: must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: {path}: must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _strategy_table(value: Any, path: str, source: str) -> dict[str, Any]:
+    """``"l1"`` or ``{name = "lsq", bits = 2, overrides = [...]}`` -> name + options (+ overrides)."""
+    if isinstance(value, str):
+        return {"name": value}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{source}: {path}: must be a name or a table with 'name', got {_kind(value)}")
+    table = dict(value)
+    out: dict[str, Any] = {"options": dict(table.pop("options", {}) or {})}
+    for key in ("name", "overrides"):
+        if key in table:
+            out[key] = table.pop(key)
+    if "overrides" in out and isinstance(out["overrides"], list):
+        out["overrides"] = [_override_table(o) for o in out["overrides"]]
+    out["options"].update(table)
+    return out
+
+
+def _override_table(value: Any) -> Any:
+    if not isinstance(value, Mapping):
+        return value
+    table = dict(value)
+    out = {k: table.pop(k) for k in ("pattern", "skip") if k in table}
+    out["options"] = {**dict(table.pop("options", {}) or {}), **table}
+    return out
+
+
+def check_strategies(recipe: Recipe, registry: Registry) -> None:
+    """Check every plugin name and option of ``recipe`` against ``registry`` (builds each once)."""
+    src = recipe.source
+    for i, stage in enumerate(recipe.stages):
+        path = f"{src}: stages[{i}]"
+        if isinstance(stage, PruneStage):
+            registry.create("importance", stage.importance.name, stage.importance.options,
+                            where=f"{path}.importance")
+            sched = registry.create("scheduler", stage.scheduler.name, stage.scheduler.options,
+                                    where=f"{path}.scheduler")
+            _check_schedule(sched, f"{path}.scheduler ({stage.scheduler.name})")
+        if isinstance(stage, PruneStage | QuantizeStage) and stage.quantizer is not None:
+            q = stage.quantizer
+            registry.create("quantizer", q.name, q.options, where=f"{path}.quantizer")
+            for j, o in enumerate(q.overrides):
+                if not o.skip:
+                    registry.create("quantizer", q.name, {**q.options, **o.options},
+                                    where=f"{path}.quantizer.overrides[{j}]")
+        if isinstance(stage, MutualStage | DistillStage):
+            registry.create("distillation_loss", stage.distillation.name, stage.distillation.options,
+                            where=f"{path}.distillation")
+
+
+def _check_schedule(scheduler: Any, where: str) -> list[float]:
+    """The core's check of a scheduler's output: in [0, 1], non-decreasing, ending at its target."""
+    from squeezer.errors import PluginError
+
+    values = [float(v) for v in scheduler.sparsities()]
+    if not values:
+        raise PluginError(f"{where}: schedule is empty")
+    if any(not 0.0 <= v <= 1.0 for v in values):
+        raise PluginError(f"{where}: schedule values must lie in [0, 1], got {values}")
+    if any(b < a for a, b in zip(values, values[1:], strict=False)):
+        raise PluginError(f"{where}: schedule decreases sparsity ({values}); pruned weights cannot revive")
+    if abs(values[-1] - float(scheduler.target)) > 1e-9:
+        raise PluginError(f"{where}: schedule ends at {values[-1]}, not at its target {scheduler.target}")
+    return values
+
+
+def checked_schedule(scheduler: Any, where: str) -> list[float]:
+    """Public form of the schedule check used by the pipeline."""
+    return _check_schedule(scheduler, where)
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    """The fully resolved recipe (defaults filled in) as plain data, stage types included."""
+
+    def convert(obj: Any) -> Any:
+        if attrs.has(type(obj)):
+            out = {a.name: convert(getattr(obj, a.name)) for a in attrs.fields(type(obj)) if a.name != "source"}
+            if isinstance(obj, Stage):
+                out = {"type": obj.TYPE, **out}
+            return out
+        if isinstance(obj, tuple | list):
+            return [convert(v) for v in obj]
+        if isinstance(obj, dict):
+            return {k: convert(v) for k, v in obj.items()}
+        return obj
+
+    return typing.cast(dict[str, Any], convert(recipe))
