@@ -1,0 +1,222 @@
+"""Read, verify and decode an artifact (see :mod:`squeezer.artifact.format`).
+
+Reading never unpickles and never executes anything from the file: the container is
+safetensors (a JSON header and raw tensor bytes) and everything in it is checked (format,
+version, schema, checksum, tensor sizes) before use. Any problem is an
+:class:`~squeezer.errors.ArtifactError` naming the file.
+
+The one exception to "nothing is executed" is opt-in by the *writer*: when :func:`load` gets no
+model and the artifact's ``info`` names a ``"model_factory"`` (``"pkg.module:function"``), that
+module is imported and the function called to build the model. This runs the user's own
+installed code (as ``import`` would), never code or data unpickled from the file; still, only
+load files you trust without passing ``model``, since a tampered file could name another
+function (the checksum detects corruption, it is not a signature).
+"""
+
+from __future__ import annotations
+
+import hmac
+import importlib
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from squeezer.artifact import format as fmt
+from squeezer.artifact.bitpack import packed_size, unpack_bits
+from squeezer.artifact.maskcode import MaskCode, MaskCodeError, decode_mask
+from squeezer.compress.weight import compressed_weights
+from squeezer.errors import ArtifactError
+
+StrPath = str | os.PathLike[str]
+
+
+@attrs.frozen
+class Artifact:
+    """A read and verified artifact: its metadata document and its (still coded) tensors."""
+
+    path: str
+    meta: dict[str, Any]
+    tensors: dict[str, torch.Tensor]
+    file_bytes: int
+
+    @property
+    def nbytes(self) -> dict[str, int]:
+        return {name: t.numel() * t.element_size() for name, t in self.tensors.items()}
+
+
+def read(path: StrPath) -> Artifact:
+    """Open ``path``, check format, version, schema and checksum; return the coded content."""
+    target = os.fspath(path)
+    if not os.path.isfile(target):
+        raise ArtifactError(f"{target}: no such artifact file")
+    try:
+        with safe_open(target, framework="pt") as f:
+            raw = f.metadata()
+            doc = _metadata(target, raw)
+            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (not a dict)
+    except ArtifactError:
+        raise
+    except Exception as e:  # safetensors reports bad headers and truncation as SafetensorError
+        raise ArtifactError(f"{target}: not a readable safetensors artifact ({e})") from e
+    expected = fmt.expected_keys(doc)
+    if set(tensors) != expected:
+        extra, missing = sorted(set(tensors) - expected), sorted(expected - set(tensors))
+        raise ArtifactError(
+            f"{target}: tensors do not match the metadata (unexpected {extra}, missing {missing})"
+        )
+    digest = fmt.checksum(doc, tensors)
+    if not hmac.compare_digest(digest, doc["checksum"]["digest"]):
+        raise ArtifactError(f"{target}: checksum mismatch: the file is corrupt or was modified")
+    return Artifact(target, doc, tensors, os.path.getsize(target))
+
+
+def _metadata(target: str, raw: Mapping[str, str] | None) -> dict[str, Any]:
+    if not raw or fmt.METADATA_KEY not in raw:
+        raise ArtifactError(f"{target}: not a squeezer artifact (no {fmt.METADATA_KEY!r} metadata)")
+    unknown = sorted(set(raw) - {fmt.METADATA_KEY})
+    if unknown:
+        raise ArtifactError(f"{target}: unknown metadata key(s) {', '.join(map(repr, unknown))}")
+    try:
+        doc = json.loads(raw[fmt.METADATA_KEY])
+        return fmt.validate(doc)
+    except ValueError as e:  # includes json.JSONDecodeError
+        raise ArtifactError(f"{target}: {e}") from e
+
+
+def decode_layer(art: Artifact, layer: Mapping[str, Any]) -> torch.Tensor:
+    """The dense student weight ``Q(W ⊙ M)`` of one layer entry (zeros at pruned positions)."""
+    p = layer["path"]
+    where = f"{art.path}: layer {p}"
+    numel, nnz, shape = layer["numel"], layer["nnz"], tuple(layer["shape"])
+    dtype = fmt.DTYPES[layer["dtype"]]
+    mask_t = _bytes_tensor(art, fmt.layer_key(p, "mask"), where)
+    code = MaskCode(layer["mask_coding"], mask_t.numpy(), layer["mask_rice_k"], layer["mask_inverted"])
+    try:
+        mask = torch.from_numpy(decode_mask(code, numel, nnz).copy())
+    except MaskCodeError as e:
+        raise ArtifactError(f"{where}: corrupt mask ({e})") from e
+    if layer["encoding"] == "float":
+        values = art.tensors[fmt.layer_key(p, "values")]
+        if values.dtype != fmt.DTYPES[art.meta["float_dtype"]] or tuple(values.shape) != (nnz,):
+            raise ArtifactError(f"{where}: values must be {art.meta['float_dtype']} of shape ({nnz},)")
+        flat = torch.zeros(numel, dtype=dtype)
+        flat[mask] = values.to(dtype)
+        return flat.reshape(shape)
+    bits = layer["bits"]
+    codes_t = _bytes_tensor(art, fmt.layer_key(p, "codes"), where)
+    if codes_t.numel() != packed_size(nnz, bits):
+        raise ArtifactError(f"{where}: codes hold {codes_t.numel()} bytes, {packed_size(nnz, bits)} expected")
+    scale = art.tensors[fmt.layer_key(p, "scale")]
+    if not scale.is_floating_point():
+        raise ArtifactError(f"{where}: scale must be a floating tensor, got {scale.dtype}")
+    try:
+        if torch.broadcast_shapes(scale.shape, shape) != torch.Size(shape):
+            raise RuntimeError("broadcasting changes the shape")
+    except RuntimeError as e:
+        raise ArtifactError(f"{where}: scale of shape {tuple(scale.shape)} does not fit {shape}") from e
+    kept = unpack_bits(codes_t.numpy(), bits, nnz) - layer["offset"]
+    codes = torch.zeros(numel, dtype=scale.dtype)
+    codes[mask] = torch.from_numpy(kept.astype(np.float64)).to(scale.dtype)
+    codes = codes.reshape(shape)
+    # the same product as the quantizer's forward, then exact zeros where pruned
+    student = torch.where(mask.reshape(shape), codes * scale, torch.zeros((), dtype=scale.dtype))
+    return student.to(dtype)
+
+
+def _bytes_tensor(art: Artifact, key: str, where: str) -> torch.Tensor:
+    t = art.tensors[key]
+    if t.dtype != torch.uint8 or t.dim() != 1:
+        raise ArtifactError(f"{where}: {key} must be a 1-d uint8 tensor")
+    return t
+
+
+def decode_state(art: Artifact, entry: Mapping[str, Any]) -> torch.Tensor:
+    """One stored state entry, in its original dtype."""
+    t = art.tensors[fmt.state_key(entry["name"])]
+    dtype = fmt.DTYPES[entry["dtype"]]
+    stored = fmt.DTYPES[art.meta["float_dtype"]] if dtype.is_floating_point else dtype
+    if t.dtype != stored or list(t.shape) != entry["shape"]:
+        raise ArtifactError(f"{art.path}: state {entry['name']} must be {stored} of shape {entry['shape']}")
+    return t.to(dtype)
+
+
+def load_state_dict(path: StrPath) -> dict[str, torch.Tensor]:
+    """The student's plain state dict (dequantized weights under their parameter paths)."""
+    art = read(path)
+    return _state_dict(art)
+
+
+def _state_dict(art: Artifact) -> dict[str, torch.Tensor]:
+    out = {layer["path"]: decode_layer(art, layer) for layer in art.meta["layers"]}
+    out.update({entry["name"]: decode_state(art, entry) for entry in art.meta["state"]})
+    return out
+
+
+def load(path: StrPath, model: nn.Module | None = None) -> nn.Module:
+    """Load an artifact into ``model`` (a fresh, uncompressed instance of the architecture).
+
+    The compressed weights become plain weights holding the student ``Q(W ⊙ M)`` (codes times
+    scale at the kept positions, zeros elsewhere); the rest of the state is loaded as stored.
+    Returns the model in eval mode. Without ``model``, the artifact's ``info["model_factory"]``
+    (``"pkg.module:function"``) is imported and called to build one: see the module docstring.
+    """
+    art = read(path)
+    if model is None:
+        model = _from_factory(art)
+    if any(True for _ in compressed_weights(model)):
+        raise ArtifactError(
+            f"{art.path}: load into a freshly constructed, uncompressed model "
+            "(this one has compressed weights)"
+        )
+    state = _state_dict(art)
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ArtifactError(
+            f"{art.path}: artifact does not fit the model "
+            f"(missing in artifact: {missing}, not in model: {unexpected})"
+        )
+    for name, t in state.items():
+        if own[name].shape != t.shape:
+            raise ArtifactError(
+                f"{art.path}: {name} has shape {tuple(t.shape)} in the artifact, "
+                f"{tuple(own[name].shape)} in the model"
+            )
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise ArtifactError(f"{art.path}: cannot load into the model ({e})") from e
+    return model.eval()
+
+
+def _from_factory(art: Artifact) -> nn.Module:
+    factory = art.meta["info"].get("model_factory")
+    if factory is None:
+        raise ArtifactError(
+            f"{art.path}: a model is needed: pass load(path, model=...) or export with "
+            "info={'model_factory': 'pkg.module:function'}"
+        )
+    if not isinstance(factory, str) or factory.count(":") != 1:
+        raise ArtifactError(f"{art.path}: info.model_factory must be 'pkg.module:function', got {factory!r}")
+    module_name, attr_path = factory.split(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for attr in attr_path.split("."):
+            obj = getattr(obj, attr)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ArtifactError(f"{art.path}: cannot import model factory {factory!r} ({e})") from e
+    if not callable(obj):
+        raise ArtifactError(f"{art.path}: model factory {factory!r} is not callable")
+    model = obj()
+    if not isinstance(model, nn.Module):
+        raise ArtifactError(
+            f"{art.path}: model factory {factory!r} returned {type(model).__name__}, not an nn.Module"
+        )
+    return model

@@ -1,0 +1,229 @@
+"""Write a compressed model as an artifact (see :mod:`squeezer.artifact.format`)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import stat
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import save as safetensors_save
+from torch import nn
+
+from squeezer.artifact import format as fmt
+from squeezer.artifact.bitpack import MAX_BITS, pack_bits
+from squeezer.artifact.maskcode import encode_mask
+from squeezer.artifact.report import ArtifactReport, build_report
+from squeezer.compress.model import original
+from squeezer.compress.weight import CompressedWeight, compressed_weights
+from squeezer.errors import ArtifactError, PluginError
+
+StrPath = str | os.PathLike[str]
+
+
+def export(
+    model: nn.Module, path: StrPath, *, info: Mapping[str, Any] | None = None, float_dtype: str = "float32"
+) -> ArtifactReport:
+    """Write the deployable student of ``model`` to ``path`` and return its :class:`ArtifactReport`.
+
+    Compressed, quantized weights are stored as bit-packed codes of their kept positions, a
+    coded mask and the scales; compressed, unquantized ones as their kept values (in
+    ``float_dtype``) and the mask; every other state entry as it is (floating ones in
+    ``float_dtype``: ``"float32"``, the default, is exact for float32 models; ``"float16"``
+    halves them). ``info`` (JSON-able) is stored as it is; a key ``"model_factory"``
+    (``"pkg.module:function"``) lets :func:`~squeezer.artifact.load` build the model itself.
+
+    The file is written to a temporary file next to ``path`` and moved into place, so ``path``
+    holds either its previous content or the whole artifact.
+    """
+    target = os.fspath(path)
+    if float_dtype not in fmt.FLOAT_DTYPES:
+        raise ArtifactError(f"{target}: float_dtype must be one of {fmt.FLOAT_DTYPES}, got {float_dtype!r}")
+    try:
+        info_doc = json.loads(json.dumps(dict(info or {})))
+    except (TypeError, ValueError) as e:
+        raise ArtifactError(f"{target}: info must be JSON-serializable ({e})") from e
+    store_dtype = fmt.DTYPES[float_dtype]
+
+    tensors: dict[str, torch.Tensor] = {}
+    layers: list[dict[str, Any]] = []
+    skip_prefixes: list[str] = []
+    with torch.no_grad():
+        for p_path, p in compressed_weights(model):
+            module_name, _, attr = p_path.rpartition(".")
+            skip_prefixes.append(
+                f"{module_name}.parametrizations.{attr}." if module_name else f"parametrizations.{attr}."
+            )
+            layers.append(_layer(model, p_path, p, tensors, store_dtype))
+        state = _state(model.state_dict(), skip_prefixes, tensors, store_dtype, target)
+
+    meta: dict[str, Any] = {
+        "format": fmt.FORMAT_NAME,
+        "version": fmt.FORMAT_VERSION,
+        "info": info_doc,
+        "float_dtype": float_dtype,
+        "layers": layers,
+        "state": state,
+    }
+    meta["checksum"] = {"algorithm": fmt.CHECKSUM_ALGORITHM, "digest": fmt.checksum(meta, tensors)}
+    fmt.validate(json.loads(json.dumps(meta)))  # what we write, we can read
+    data = safetensors_save(tensors, metadata={fmt.METADATA_KEY: json.dumps(meta, sort_keys=True)})
+    _atomic_write(target, data)
+    nbytes = {name: t.numel() * t.element_size() for name, t in tensors.items()}
+    return build_report(target, meta, nbytes, len(data))
+
+
+def _from_numpy(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a).copy())
+
+
+def _fresh(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous CPU copy sharing storage with nothing (safetensors refuses shared tensors)."""
+    return t.detach().to("cpu", copy=True).contiguous()
+
+
+def _int_attr(obj: Any, name: str) -> int | None:
+    v = getattr(obj, name, None)
+    if isinstance(v, torch.Tensor) and v.numel() == 1 and not v.is_floating_point():
+        v = int(v.item())
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def _layer(
+    model: nn.Module,
+    path: str,
+    p: CompressedWeight,
+    tensors: dict[str, torch.Tensor],
+    store_dtype: torch.dtype,
+) -> dict[str, Any]:
+    w = original(model, path).detach()
+    mask = p.mask.detach().to(device=w.device, dtype=torch.bool)
+    kept = torch.where(mask, w, w.new_zeros(()))
+    mask_np = mask.cpu().numpy().reshape(-1)
+    nnz = int(mask_np.sum())
+    code = encode_mask(mask_np)
+    tensors[fmt.layer_key(path, "mask")] = _from_numpy(code.payload)
+    entry: dict[str, Any] = {
+        "path": path,
+        "shape": list(w.shape),
+        "dtype": fmt.dtype_name(w.dtype),
+        "numel": w.numel(),
+        "nnz": nnz,
+        "encoding": "float",
+        "bits": None,
+        "signed": None,
+        "qn": None,
+        "qp": None,
+        "offset": None,
+        "mask_coding": code.coding,
+        "mask_rice_k": code.rice_k,
+        "mask_inverted": code.inverted,
+        "quantizer": p.quantizer_spec,
+    }
+    q = p.quantizer
+    if q is None:
+        tensors[fmt.layer_key(path, "values")] = _fresh(w[mask].to(store_dtype))
+        return entry
+
+    source = f"quantizer {p.quantizer_spec['name']!r}" if p.quantizer_spec else "quantizer"
+    bits = _int_attr(q, "bits")
+    if bits is None or not 1 <= bits <= MAX_BITS:
+        raise ArtifactError(
+            f"{path}: {source} has bits={getattr(q, 'bits', None)!r}; artifacts pack 1..{MAX_BITS} bits"
+        )
+    quantize = getattr(q, "quantize", None)
+    if not callable(quantize):
+        raise PluginError(f"{source}: quantizer for {path} has no quantize() returning (codes, scale)")
+    codes, scale = quantize(kept)
+    student = q(kept)
+    if not isinstance(codes, torch.Tensor) or codes.shape != w.shape:
+        raise PluginError(f"{source}: quantize() for {path} must return codes of shape {tuple(w.shape)}")
+    if not isinstance(scale, torch.Tensor) or not scale.is_floating_point():
+        raise PluginError(f"{source}: quantize() for {path} must return a floating scale tensor")
+    try:
+        recon = torch.where(mask, codes * scale, student.new_zeros(()))
+    except RuntimeError as e:
+        raise PluginError(f"{source}: scale of {path} does not broadcast to its weight ({e})") from e
+    if recon.shape != w.shape or not torch.equal(recon, student):
+        raise PluginError(
+            f"{source}: for {path}, codes * scale from quantize() differ from the quantizer's output"
+        )
+    kept_codes = codes[mask]
+    if kept_codes.is_floating_point() and not bool((kept_codes == kept_codes.round()).all()):
+        raise PluginError(f"{source}: quantize() for {path} returned non-integer codes")
+    kept_np = kept_codes.to(torch.int64).cpu().numpy()
+    qn, qp = _int_attr(q, "qn"), _int_attr(q, "qp")
+    lo = int(kept_np.min()) if kept_np.size else 0
+    if qn is not None:
+        offset, signed = qn, qn > 0
+    else:
+        signed = lo < 0
+        offset = 1 << (bits - 1) if signed else 0
+    unsigned = kept_np + offset
+    if unsigned.size and (int(unsigned.min()) < 0 or int(unsigned.max()) >= 1 << bits):
+        raise PluginError(
+            f"{source}: codes of {path} span [{lo}, {int(kept_np.max())}], "
+            f"which {bits} bits with offset {offset} cannot hold"
+        )
+    tensors[fmt.layer_key(path, "codes")] = _from_numpy(pack_bits(unsigned, bits))
+    tensors[fmt.layer_key(path, "scale")] = _fresh(scale)
+    entry.update(encoding="quantized", bits=bits, signed=signed, qn=qn, qp=qp, offset=offset)
+    return entry
+
+
+def _state(
+    state_dict: Mapping[str, Any],
+    skip_prefixes: list[str],
+    tensors: dict[str, torch.Tensor],
+    store_dtype: torch.dtype,
+    target: str,
+) -> list[dict[str, Any]]:
+    entries = []
+    for name, value in state_dict.items():
+        if any(name.startswith(prefix) for prefix in skip_prefixes):
+            continue  # the unmasked original, the mask and the quantizer's own state are coded above
+        if not isinstance(value, torch.Tensor):
+            raise ArtifactError(f"{target}: state entry {name!r} is not a tensor ({type(value).__name__})")
+        try:
+            dtype = fmt.dtype_name(value.dtype)
+        except ValueError as e:
+            raise ArtifactError(f"{target}: state entry {name!r}: {e}") from e
+        stored = value.to(store_dtype) if value.is_floating_point() else value
+        tensors[fmt.state_key(name)] = _fresh(stored)
+        entries.append({"name": name, "shape": list(value.shape), "dtype": dtype})
+    return entries
+
+
+def _atomic_write(target: str, data: bytes) -> None:
+    directory = os.path.dirname(os.path.abspath(target))
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except OSError:
+        mode = 0o644
+    tmp: str | None = None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=directory)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+        tmp = None
+    except OSError as e:
+        raise ArtifactError(f"{target}: cannot write artifact ({e})") from e
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+    with contextlib.suppress(OSError):  # make the rename durable where the platform allows it
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
