@@ -140,22 +140,22 @@ def attach_quantizers(
         if choice is None:
             continue
         name, config = choice
-        source = f"quantizer {name!r}"
+        where = f"{source} {name!r}"
         w = original(model, path).detach()
         masked = torch.where(p.mask, w, w.new_zeros(()))
         fq = config.build(masked)
         if not isinstance(fq, nn.Module):
-            raise PluginError(f"{source}: build() for {path} must return an nn.Module, got {type(fq).__name__}")
+            raise PluginError(f"{where}: build() for {path} must return an nn.Module, got {type(fq).__name__}")
         with torch.no_grad():
             out = fq(masked)
             zero_out = fq(torch.zeros_like(masked))
         if out.shape != masked.shape or out.dtype != masked.dtype:
             raise PluginError(
-                f"{source}: quantizer for {path} changed shape/dtype {tuple(masked.shape)} {masked.dtype} "
+                f"{where}: quantizer for {path} changed shape/dtype {tuple(masked.shape)} {masked.dtype} "
                 f"-> {tuple(out.shape)} {out.dtype}"
             )
         if bool((zero_out != 0).any()):
-            raise PluginError(f"{source}: quantizer for {path} does not map 0 to 0 (pruned weights would revive)")
+            raise PluginError(f"{where}: quantizer for {path} does not map 0 to 0 (pruned weights would revive)")
         p.quantizer = fq.to(w.device)
         p.quantizer_spec = {"name": name, "options": attrs.asdict(config)}
         bits[path] = int(getattr(fq, "bits", 32))
@@ -180,8 +180,20 @@ def bake(model: nn.Module) -> nn.Module:
     """Remove the parametrizations, leaving the student's weights ``Q(W ⊙ M)`` as plain parameters."""
     for path, _ in list(compressed_weights(model)):
         module, attr = get_submodule_and_attr(model, path)
+        _own_class(module)
         parametrize.remove_parametrizations(module, attr, leave_parametrized=True)
     return model
+
+
+def _own_class(module: nn.Module) -> None:
+    """Give ``module`` a private copy of its parametrized class.
+
+    ``copy.deepcopy`` of a parametrized module shares the generated class (which holds the
+    parametrized properties) with the original; removing a parametrization from the copy would
+    delete the property from the original too.
+    """
+    cls = type(module)
+    module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
 
 
 def spec(model: nn.Module) -> dict[str, Any]:
