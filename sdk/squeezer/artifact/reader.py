@@ -214,7 +214,10 @@ def _from_factory(art: Artifact) -> nn.Module:
         raise ArtifactError(f"{art.path}: cannot import model factory {factory!r} ({e})") from e
     if not callable(obj):
         raise ArtifactError(f"{art.path}: model factory {factory!r} is not callable")
-    model = obj()
+    options = art.meta["info"].get("model_options") or {}
+    if not isinstance(options, dict):
+        raise ArtifactError(f"{art.path}: info.model_options must be a table, got {type(options).__name__}")
+    model = obj(**options)
     if not isinstance(model, nn.Module):
         raise ArtifactError(
             f"{art.path}: model factory {factory!r} returned {type(model).__name__}, not an nn.Module"

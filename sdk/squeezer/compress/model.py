@@ -49,7 +49,8 @@ def _is_tied(model: nn.Module, weight: torch.Tensor, path: str) -> bool:
 def original(model: nn.Module, path: str) -> torch.Tensor:
     """The stored (full, unmasked) tensor behind a compressed weight."""
     module, attr = get_submodule_and_attr(model, path)
-    result: torch.Tensor = module.parametrizations[attr].original
+    plist: Any = module.parametrizations
+    result: torch.Tensor = plist[attr].original
     return result
 
 

@@ -63,7 +63,9 @@ def load(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     return tensors, doc["meta"]
 
 
-def optimizer_tensors(optimizer: torch.optim.Optimizer, names: dict[int, str]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def optimizer_tensors(
+    optimizer: torch.optim.Optimizer, names: dict[int, str]
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Optimizer state keyed by parameter *name* (robust to parameter order), split into tensors and JSON."""
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, Any] = {}

@@ -258,12 +258,36 @@ def _finish(ctx: Context, export: bool) -> RunResult:
         from squeezer.artifact import export as export_artifact
 
         artifact_path = ctx.out_dir / ARTIFACT
-        info = {"recipe": recipe_to_dict(ctx.recipe), "model_factory": _factory_path(ctx)}
+        factory = _final_factory(ctx)
+        info = {"recipe": recipe_to_dict(ctx.recipe), "model_factory": factory.factory,
+                "model_options": factory.options}
         report = export_artifact(model, artifact_path, info=info)
+        _verify_export(ctx, model, artifact_path, factory)
     return RunResult(ctx.out_dir, artifact_path, ctx.records.get("dense_accuracy"), accuracy,
                      compress.sparsity(model), tuple(layers), ctx.records, report)
 
 
-def _factory_path(ctx: Context) -> str:
-    factory = ctx.records.get("model_factory", {}).get("factory") or ctx.recipe.model.factory
-    return str(factory)
+def _final_factory(ctx: Context) -> Factory:
+    """The factory that builds the final model's architecture (a distill stage may change it)."""
+    recorded = ctx.records.get("model_factory")
+    return Factory(**recorded) if recorded else ctx.recipe.model
+
+
+def _verify_export(ctx: Context, model: nn.Module, path: Path, factory: Factory) -> None:
+    """Reload the artifact into a fresh model and compare its outputs with the student's on one
+    validation batch: a mismatch fails the run instead of leaving a silently wrong file."""
+    from squeezer.artifact import load as load_artifact
+    from squeezer.errors import ArtifactError
+    from squeezer.pipeline.training import batch_to
+
+    fresh = load_artifact(path, call_factory(factory, "model").to(ctx.device))
+    batch = next(iter(ctx.val_loader), None)
+    if batch is None:
+        return
+    x, _ = batch_to(batch, ctx.device)
+    with torch.no_grad():
+        expected, got = model.eval()(x), fresh(x)
+    if not torch.allclose(expected, got, rtol=1e-5, atol=1e-5):
+        diff = float((expected - got).abs().max())
+        path.unlink(missing_ok=True)
+        raise ArtifactError(f"{path}: export verification failed (max output difference {diff:.3g}); file removed")

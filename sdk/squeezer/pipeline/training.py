@@ -36,6 +36,8 @@ def batch_to(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tens
     """Split a loader batch into (inputs, targets) on ``device``."""
     if isinstance(batch, dict):
         x, y = batch.get("input", batch.get("x")), batch.get("target", batch.get("y"))
+        if x is None or y is None:
+            raise TypeError("a dict batch needs 'input'/'x' and 'target'/'y' keys")
     else:
         x, y = batch[0], batch[1]
     return x.to(device, non_blocking=True), y.to(device, non_blocking=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import itertools
 import re
 import tomllib
 import types
@@ -238,7 +239,7 @@ def _check_schedule(scheduler: Any, where: str) -> list[float]:
         raise PluginError(f"{where}: schedule is empty")
     if any(not 0.0 <= v <= 1.0 for v in values):
         raise PluginError(f"{where}: schedule values must lie in [0, 1], got {values}")
-    if any(b < a for a, b in zip(values, values[1:], strict=False)):
+    if any(b < a for a, b in itertools.pairwise(values)):
         raise PluginError(f"{where}: schedule decreases sparsity ({values}); pruned weights cannot revive")
     if abs(values[-1] - float(scheduler.target)) > 1e-9:
         raise PluginError(f"{where}: schedule ends at {values[-1]}, not at its target {scheduler.target}")

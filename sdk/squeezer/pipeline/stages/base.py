@@ -68,7 +68,8 @@ class StageRunner:
 
 def split_originals(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """Model parameters split into compressed weights' stored originals and everything else."""
-    originals, others = [], []
+    originals: list[nn.Parameter] = []
+    others: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         (originals if name.endswith(".original") or name == "original" else others).append(p)
     return originals, others
