@@ -180,6 +180,7 @@ def _run_stage(ctx: Context, index: int, start_epoch: int,
         assert optimizer is not None
         _seed_epoch(ctx.recipe.seed, index, epoch)
         runner.before_epoch(epoch, optimizer)
+        _adopt_new_parameters(optimizer, ctx.model, names)
         ctx.model.train()
         total = 0.0
         extra: dict[str, float] = {}
@@ -207,6 +208,15 @@ def _run_stage(ctx: Context, index: int, start_epoch: int,
     ctx.records.setdefault("stage_accuracy", {})[str(index)] = accuracy
     ctx.sink(StageEnded(index, cfg.label, accuracy))
     _save(ctx, None, None, {}, index + 1, 0)
+
+
+def _adopt_new_parameters(optimizer: torch.optim.Optimizer, model: nn.Module, names: dict[int, str]) -> None:
+    """Parameters created mid-stage (e.g. quantizer steps of a later pruning round) join the optimizer."""
+    known = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    new = [(n, p) for n, p in model.named_parameters() if id(p) not in known and p.requires_grad]
+    if new:
+        optimizer.add_param_group({"params": [p for _, p in new]})
+        names.update({id(p): f"model.{n}" for n, p in new})
 
 
 def _param_names(model: nn.Module, runner: StageRunner) -> dict[int, str]:

@@ -43,13 +43,15 @@ class PruneRunner(StageRunner):
         if resuming:
             return
         attach_targets(self.ctx)
-        if self.cfg.epochs_per_round == 0:  # prune all rounds back to back
-            for r in range(len(self.schedule)):
-                self._prune_round(r, None)
+        # The first round runs here, before the optimizer exists, so that the quantizers it
+        # attaches (initialized from the pruned weights) have their step sizes trained.
+        rounds = len(self.schedule) if self.cfg.epochs_per_round == 0 else 1
+        for r in range(rounds):
+            self._prune_round(r, None)
 
     def before_epoch(self, epoch: int, optimizer: torch.optim.Optimizer | None) -> None:
         per = self.cfg.epochs_per_round
-        if per and epoch % per == 0:
+        if per and epoch % per == 0 and epoch > 0:
             self._prune_round(epoch // per, optimizer)
 
     def _prune_round(self, r: int, optimizer: torch.optim.Optimizer | None) -> None:
