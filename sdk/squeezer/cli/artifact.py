@@ -1,0 +1,213 @@
+"""``squeezer inspect``, ``eval`` and ``export``: artifacts and checkpoints."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from squeezer.cli.errors import FAILURE, CliError
+from squeezer.cli.progress import percent
+from squeezer.cli.summary import NO_SPEEDUP, bits_label, fmt_bytes
+
+ArtifactArg = Annotated[Path, typer.Argument(help="Artifact file (model.safetensors of a run).",
+                                             show_default=False)]
+
+INSPECT_EPILOG = """\
+Examples:
+
+  squeezer inspect squeezer-out/model.safetensors
+
+  squeezer inspect squeezer-out/model.safetensors --json
+"""
+
+EVAL_EPILOG = """\
+Examples:
+
+  squeezer eval squeezer-out/model.safetensors              (the recipe recorded in the artifact)
+
+  squeezer eval squeezer-out/model.safetensors recipe.toml
+"""
+
+EXPORT_EPILOG = """\
+Examples:
+
+  squeezer export squeezer-out/checkpoints/last.safetensors --out model.safetensors
+
+  squeezer export squeezer-out --out model.safetensors      (the run's last checkpoint)
+"""
+
+
+class Format(StrEnum):
+    squeezer = "squeezer"
+    onnx = "onnx"
+
+
+# --- inspect ---------------------------------------------------------------------------------
+
+
+def report_table(report: Any) -> Table:
+    table = Table(show_edge=False)
+    for name, justify in (("layer", "left"), ("shape", "left"), ("sparsity", "right"), ("bits", "right"),
+                          ("mask", "left"), ("bytes", "right"), ("bound", "right"), ("ratio", "right")):
+        table.add_column(name, justify=justify, overflow="fold" if name == "layer" else "ellipsis")  # type: ignore[arg-type]
+    for layer in report.layers:
+        table.add_row(
+            Text(layer.name), "x".join(map(str, layer.shape)), percent(layer.sparsity),
+            bits_label(layer.bits) if layer.encoding == "quantized" else "fp",
+            layer.mask_coding, f"{layer.bytes:,}", f"{layer.bound_bytes + layer.scale_bytes:,.0f}",
+            f"{layer.ratio:.3f}",
+        )
+    return table
+
+
+def inspect_command(
+    artifact: ArtifactArg,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Verify an artifact and report its sizes: per layer and in total, against the information bound.
+
+    The bound of a layer of n weights with nnz kept at b bits is nnz*b + n*H(nnz/n) bits; the
+    dense FP32 size counts 4 bytes per value of the whole model.
+    """
+    from squeezer.artifact import inspect
+
+    report = inspect(artifact)
+    if json_out:
+        typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
+        return
+    console = Console(highlight=False)
+    console.print(Text(f"{report.path}: {report.format} v{report.version}"), soft_wrap=True)
+    console.print(report_table(report))
+    totals = Table(show_header=False, show_edge=False)
+    totals.add_column("what")
+    totals.add_column("bytes", justify="right")
+    totals.add_column("note", style="dim")
+    totals.add_row("weights kept", f"{report.nnz:,} of {sum(x.numel for x in report.layers):,}",
+                   f"sparsity {percent(1 - report.nnz / max(1, sum(x.numel for x in report.layers)))}")
+    totals.add_row("other state", fmt_bytes(report.state_bytes), f"{report.state_numel:,} values stored as-is")
+    totals.add_row("payload", fmt_bytes(report.payload_bytes), "all tensor bytes")
+    totals.add_row("information bound", fmt_bytes(report.bound_bytes),
+                   f"payload / bound = {report.ratio:.3f}")
+    totals.add_row("file", fmt_bytes(report.file_bytes), "payload + header")
+    totals.add_row("FP32 dense", fmt_bytes(report.dense_fp32_bytes),
+                   f"{report.compression:.1f}x the file size")
+    console.print(totals)
+    console.print(NO_SPEEDUP, soft_wrap=True)
+
+
+# --- eval ------------------------------------------------------------------------------------
+
+
+def eval_command(
+    artifact: ArtifactArg,
+    recipe: Annotated[
+        Path | None,
+        typer.Argument(help="Recipe whose [model] and [data] to use. Default: the one recorded in "
+                            "the artifact, else the bundled PQK example.", show_default=False),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Load an artifact into a fresh model and report its accuracy on the recipe's validation data."""
+    from squeezer.artifact import load
+    from squeezer.artifact.reader import read
+    from squeezer.cli.models import build_model, device, final_factory, val_loader
+    from squeezer.pipeline import DEFAULT_RECIPE
+    from squeezer.pipeline.training import evaluate
+    from squeezer.recipe import load_recipe, recipe_from_dict
+
+    info = read(artifact).meta.get("info", {})
+    if recipe is not None:
+        rec, source = load_recipe(recipe), str(recipe)
+    elif isinstance(info.get("recipe"), dict):
+        source = f"{artifact} (recorded recipe)"
+        rec = recipe_from_dict(info["recipe"], source=source)
+    else:
+        rec, source = load_recipe(DEFAULT_RECIPE), str(DEFAULT_RECIPE)
+    model = load(artifact, build_model(final_factory(rec)))
+    loader = val_loader(rec)
+    dev = device(rec.device)
+    loss, accuracy = evaluate(model.to(dev), loader, dev)
+    samples = len(loader.dataset) if hasattr(loader, "dataset") else None
+    result = {"artifact": str(artifact), "recipe": source, "accuracy": accuracy, "loss": loss,
+              "samples": samples}
+    if json_out:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    on = f" on {samples:,} validation samples" if samples is not None else ""
+    typer.echo(f"accuracy: {percent(accuracy)}{on} (loss {loss:.4f})")
+    typer.echo(f"recipe: {source}")
+
+
+# --- export ----------------------------------------------------------------------------------
+
+
+def export_command(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="Pipeline checkpoint, or a run's output directory (its last checkpoint).",
+                             show_default=False)
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Artifact file to write.", show_default=False)],
+    format: Annotated[Format, typer.Option("--format", help="Artifact format.")] = Format.squeezer,
+) -> None:
+    """Export the model of a pipeline checkpoint (e.g. of an interrupted run) as an artifact."""
+    if format is Format.onnx:
+        missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise CliError(f"--format onnx needs {' and '.join(missing)}: pip install 'squeezer[onnx]'", FAILURE)
+        raise CliError("--format onnx: ONNX export is not available in this version of squeezer", FAILURE)
+
+    from squeezer.artifact import export
+    from squeezer.pipeline.runner import CHECKPOINT
+
+    path = checkpoint / CHECKPOINT if checkpoint.is_dir() else checkpoint
+    model, info = model_from_checkpoint(path)
+    report = export(model, out, info=info)
+    console = Console(highlight=False)
+    console.print(report_table(report))
+    console.print(Text(
+        f"wrote {report.path}: {fmt_bytes(report.file_bytes)} (FP32 dense {fmt_bytes(report.dense_fp32_bytes)}, "
+        f"{report.compression:.1f}x smaller); from {path} (stage {info['checkpoint']['stage']}, "
+        f"epoch {info['checkpoint']['epoch']})"
+    ), soft_wrap=True)
+
+
+def model_from_checkpoint(path: Path) -> tuple[Any, dict[str, Any]]:
+    """Rebuild the compressed model saved in a pipeline checkpoint; also the artifact ``info``."""
+    from squeezer.cli.models import build_model, final_factory
+    from squeezer.compress import restore
+    from squeezer.errors import ArtifactError
+    from squeezer.pipeline import checkpoint
+    from squeezer.plugin_manager import load_registry
+    from squeezer.recipe import recipe_from_dict
+
+    tensors, meta = checkpoint.load(path)
+    if not isinstance(meta.get("recipe"), dict) or "spec" not in meta:
+        raise ArtifactError(f"{path}: checkpoint has no recipe or compression spec")
+    recipe = recipe_from_dict(meta["recipe"], source=f"{path} (recorded recipe)")
+    registry = load_registry(block=recipe.disable_plugins)
+    factory = final_factory(recipe, meta.get("records"))
+    model = build_model(factory)
+    restore(model, meta["spec"], registry)
+    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ArtifactError(f"{path}: checkpoint does not fit the recipe's model ({first})") from None
+    info = {"recipe": meta["recipe"], "model_factory": factory.factory,
+            "checkpoint": {"path": str(path), "stage": meta.get("stage"), "epoch": meta.get("epoch")}}
+    return model.eval(), info
+
+
+def register(app: typer.Typer) -> None:
+    app.command("inspect", epilog=INSPECT_EPILOG)(inspect_command)
+    app.command("eval", epilog=EVAL_EPILOG)(eval_command)
+    app.command("export", epilog=EXPORT_EPILOG)(export_command)

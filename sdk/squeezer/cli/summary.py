@@ -1,0 +1,118 @@
+"""The end-of-run summary: accuracies, the per-layer table, and honest sizes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from squeezer.cli.progress import percent
+
+NO_SPEEDUP = (
+    "Pruned weights are zeros that the artifact packs away; they are not skipped at inference: "
+    "the loaded model is dense, so expect a smaller file, not a faster model."
+)
+
+
+def fmt_bytes(n: float | None) -> str:
+    """``11,661 B (11.4 KiB)``."""
+    if n is None:
+        return "n/a"
+    count = round(n)
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if count >= scale:
+            return f"{count:,} B ({count / scale:.1f} {unit})"
+    return f"{count:,} B"
+
+
+def bits_label(bits: int | None) -> str:
+    return "fp32" if bits is None or bits >= 32 else str(bits)
+
+
+def result_dict(result: Any, torch_save_bytes: int | None) -> dict[str, Any]:
+    """A :class:`~squeezer.pipeline.RunResult` as JSON-able data (``squeezer run --json``)."""
+    report = result.report
+    layers = [
+        {
+            "parameter": name,
+            "numel": numel,
+            "nonzeros": nnz,
+            "sparsity": 1.0 - nnz / numel if numel else 0.0,
+            "bits": bits,
+        }
+        for name, numel, nnz, bits in result.layers
+    ]
+    sizes = {
+        "dense_fp32_bytes": report.dense_fp32_bytes if report is not None else None,
+        "torch_save_bytes": torch_save_bytes,
+        "artifact_bytes": report.file_bytes if report is not None else None,
+        "information_bound_bytes": report.bound_bytes if report is not None else None,
+    }
+    return {
+        "output_dir": str(result.output_dir),
+        "artifact": str(result.artifact) if result.artifact is not None else None,
+        "dense_accuracy": result.dense_accuracy,
+        "accuracy": result.accuracy,
+        "sparsity": result.sparsity,
+        "stage_accuracy": dict(result.records.get("stage_accuracy", {})),
+        "layers": layers,
+        "sizes": sizes,
+        "artifact_report": report.to_dict() if report is not None else None,
+    }
+
+
+def layer_table(layers: list[dict[str, Any]]) -> Table:
+    table = Table(title="compressed weights", title_justify="left", show_edge=False)
+    table.add_column("parameter", overflow="fold")
+    table.add_column("numel", justify="right")
+    table.add_column("nonzeros", justify="right")
+    table.add_column("sparsity", justify="right")
+    table.add_column("bits", justify="right")
+    numel = nnz = 0
+    for layer in layers:
+        numel += layer["numel"]
+        nnz += layer["nonzeros"]
+        table.add_row(layer["parameter"], f"{layer['numel']:,}", f"{layer['nonzeros']:,}",
+                      percent(layer["sparsity"]), bits_label(layer["bits"]))
+    if layers:
+        table.add_section()
+        table.add_row("total", f"{numel:,}", f"{nnz:,}", percent(1 - nnz / numel if numel else 0.0), "")
+    return table
+
+
+def print_summary(console: Console, data: dict[str, Any]) -> None:
+    """Print the summary of a finished run (``data`` from :func:`result_dict`)."""
+    console.print()
+    console.rule("summary")
+    dense = data["dense_accuracy"]
+    console.print(
+        f"accuracy: dense {percent(dense)} -> compressed {percent(data['accuracy'])}"
+        + ("" if dense is not None else " (no dense training stage in this recipe)"),
+        highlight=False,
+        soft_wrap=True,
+    )
+    console.print(f"sparsity of the compressed weights: {percent(data['sparsity'])}", highlight=False)
+    if data["layers"]:
+        console.print(layer_table(data["layers"]))
+    sizes = data["sizes"]
+    table = Table(title="sizes", title_justify="left", show_header=False, show_edge=False)
+    table.add_column("what")
+    table.add_column("bytes", justify="right")
+    table.add_column("note", style="dim")
+    dense_bytes = sizes["dense_fp32_bytes"]
+    table.add_row("FP32 dense", fmt_bytes(dense_bytes), "4 bytes per model value")
+    table.add_row("torch.save (masked model)", fmt_bytes(sizes["torch_save_bytes"]),
+                  "zeros stored as zeros" if sizes["torch_save_bytes"] is not None else "not available")
+    artifact = sizes["artifact_bytes"]
+    ratio = f"{dense_bytes / artifact:.1f}x smaller than FP32 dense" if artifact and dense_bytes else ""
+    table.add_row("artifact", fmt_bytes(artifact), ratio)
+    if sizes["information_bound_bytes"] is not None:
+        table.add_row("information bound", fmt_bytes(sizes["information_bound_bytes"]),
+                      "nnz*bits + n*H(density), plus scales and other state")
+    console.print(table)
+    console.print(NO_SPEEDUP, highlight=False, soft_wrap=True)
+    if data["artifact"] is not None:
+        console.print(f"artifact: {data['artifact']}", highlight=False, soft_wrap=True)
+    else:
+        console.print("artifact: not exported", highlight=False, soft_wrap=True)
