@@ -109,12 +109,6 @@ def test_misspelled_hookimpl_is_plugin_error() -> None:
         squeezer.load_registry(autoload=False, plugins=[Misspelled])
 
 
-@pytest.mark.xfail(
-    reason="core bug (plugin_manager.make_plugin_manager): pm.register() of a plugins=[...] object "
-    "is not wrapped, so a hookimpl with an argument the hookspec lacks raises pluggy's "
-    "PluginValidationError instead of PluginError (entry-point plugins are wrapped)",
-    strict=True,
-)
 def test_hookimpl_with_unknown_argument_is_plugin_error() -> None:
     class BadSignature:
         @staticmethod

@@ -134,12 +134,6 @@ def test_create_bad_value_is_config_error_naming_the_option(
     assert isinstance(info.value, ValueError)
 
 
-@pytest.mark.xfail(
-    reason="core bug (registry.create): a value of the wrong type makes the attrs validator raise "
-    "TypeError, which create() reports as \"scheduler 'geometric': '>=' not supported between "
-    "instances of 'str' and 'int'\" without naming the option",
-    strict=True,
-)
 @pytest.mark.parametrize(
     ("kind", "name", "options", "field"),
     [

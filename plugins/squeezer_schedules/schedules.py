@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import attrs
 
-_sparsity = [attrs.validators.ge(0.0), attrs.validators.le(1.0)]
+_sparsity = [attrs.validators.instance_of((int, float)), attrs.validators.ge(0.0), attrs.validators.le(1.0)]
+_rounds = [attrs.validators.instance_of(int), attrs.validators.ge(1)]
 
 
 @attrs.frozen(kw_only=True)
@@ -26,12 +27,13 @@ class GeometricSchedule:
     """
 
     target: float = attrs.field(validator=_sparsity, metadata={"help": "final sparsity in [0, 1]"})
-    rounds: int = attrs.field(default=4, validator=attrs.validators.ge(1), metadata={"help": "pruning rounds"})
+    rounds: int = attrs.field(default=4, validator=_rounds, metadata={"help": "pruning rounds"})
 
     def sparsities(self) -> list[float]:
         keep = 1.0 - self.target
         values = [1.0 - keep ** (r / self.rounds) for r in range(1, self.rounds + 1)]
-        values[-1] = self.target  # exact end despite float error
+        # float error can overshoot the target by an ulp (tiny targets): clip, and end exactly on it
+        values = [min(v, self.target) for v in values[:-1]] + [self.target]
         return values
 
 
@@ -45,7 +47,7 @@ class CubicSchedule:
 
     target: float = attrs.field(validator=_sparsity, metadata={"help": "final sparsity s_f in [0, 1]"})
     initial: float = attrs.field(default=0.0, validator=_sparsity, metadata={"help": "initial sparsity s_i"})
-    rounds: int = attrs.field(default=4, validator=attrs.validators.ge(1), metadata={"help": "pruning steps n"})
+    rounds: int = attrs.field(default=4, validator=_rounds, metadata={"help": "pruning steps n"})
 
     def __attrs_post_init__(self) -> None:
         if self.initial > self.target:

@@ -53,7 +53,11 @@ def make_plugin_manager(
         pm.set_blocked(name)
     _load_entry_points(pm, third_party=autoload, blocked=blocked)
     for plugin in plugins:
-        pm.register(plugin)
+        name = getattr(plugin, "__name__", None) or type(plugin).__name__
+        try:
+            pm.register(plugin)
+        except (pluggy.PluginValidationError, ValueError) as exc:
+            raise PluginError(f"plugin {name!r} is invalid: {exc}") from exc
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:

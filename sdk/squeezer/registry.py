@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import typing
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -115,9 +116,12 @@ class Registry:
 
     def create(self, kind: str, name: str, options: Mapping[str, Any] | None = None, *, where: str = "") -> Any:
         """Build strategy ``name`` with recipe ``options``; bad options name ``where`` and the field."""
-        info = self.get(kind, name)
-        options = dict(options or {})
         prefix = f"{where}: " if where else ""
+        try:
+            info = self.get(kind, name)
+        except UnknownStrategyError as exc:
+            raise UnknownStrategyError(f"{prefix}{exc}") from None
+        options = dict(options or {})
         known = {a.name for a in attrs.fields(info.cls) if a.init}
         unknown = sorted(set(options) - known)
         if unknown:
@@ -125,9 +129,33 @@ class Registry:
                 f"{prefix}unknown option {unknown[0]!r} for {kind} {name!r} "
                 f"(valid: {', '.join(sorted(known)) or 'none'})"
             )
+        hints = _field_types(info.cls)
+        for key, value in options.items():
+            options[key] = _check_type(key, value, hints.get(key), f"{prefix}{kind} {name!r}")
         try:
             return info.cls(**options)
-        except TypeError as exc:
-            raise ConfigError(f"{prefix}{kind} {name!r}: {exc}") from None
-        except ValueError as exc:
-            raise ConfigError(f"{prefix}{exc}") from None
+        except (TypeError, ValueError) as exc:
+            first = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+            raise ConfigError(f"{prefix}{kind} {name!r}: {first}") from None
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # unresolvable annotations: skip the type check, validators still run
+        return {}
+
+
+def _check_type(key: str, value: Any, hint: Any, where: str) -> Any:
+    """Check an option against a plain scalar annotation (int, float, bool, str); others pass."""
+    if hint is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}: option {key!r} must be true or false, got {value!r}")
+    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{where}: option {key!r} must be an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: option {key!r} must be a number, got {value!r}")
+        return float(value)
+    if hint is str and not isinstance(value, str):
+        raise ConfigError(f"{where}: option {key!r} must be a string, got {value!r}")
+    return value

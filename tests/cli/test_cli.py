@@ -228,11 +228,9 @@ def test_recipe_validate_invalid(case: str, tmp_path: Path) -> None:
     line, needle = BAD_RECIPES[case]
     path = _bad_recipe(tmp_path, line)
     message = assert_one_line_error(invoke("recipe", "validate", path), 2, needle)
-    if case != "unknown plugin name":  # see the xfail below
-        assert str(path) in message
+    assert str(path) in message
 
 
-@pytest.mark.xfail(reason="core: Registry.create does not prefix `where` to an unknown-name error", strict=False)
 def test_unknown_plugin_name_error_names_file_and_field(tmp_path: Path) -> None:
     path = _bad_recipe(tmp_path, 'importance = "l11"')
     message = assert_one_line_error(invoke("recipe", "validate", path), 2)

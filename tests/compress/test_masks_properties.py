@@ -366,12 +366,6 @@ def test_global_masks_examples() -> None:
 # scores the contract allows (floating, no NaN) that the mask arithmetic mishandles
 
 
-@pytest.mark.xfail(
-    reason="core bug (masks.global_masks): +inf is the sentinel for protected (min_density) entries, "
-    "and `protected` counts every +inf score, so legitimate +inf scores (the contract only forbids "
-    "NaN) shrink the prunable count: a=[1,inf,inf,inf], b=[1,2,3,4] at sparsity 0.75 prunes 4, not 6",
-    strict=True,
-)
 def test_global_masks_with_infinite_scores_reach_the_total() -> None:
     scores = {"a": torch.tensor([1.0, math.inf, math.inf, math.inf]), "b": torch.tensor([1.0, 2.0, 3.0, 4.0])}
     dense = {n: torch.ones(4, dtype=torch.bool) for n in scores}
@@ -379,12 +373,6 @@ def test_global_masks_with_infinite_scores_reach_the_total() -> None:
     assert sum(zeros_of(m) for m in out.values()) == 6
 
 
-@pytest.mark.xfail(
-    reason="core bug (masks._masked_scores): scores are cast to float32 before ranking, so float64 "
-    "scores below float32's range (e.g. Taylor |w*g| ~ 1e-50) all become 0 and are pruned by index: "
-    "[1e-50, 1e-60] at sparsity 0.5 prunes the larger score",
-    strict=True,
-)
 def test_float64_scores_ranked_at_their_precision() -> None:
     score = torch.tensor([1e-50, 1e-60], dtype=torch.float64)
     assert layer_mask(score, torch.ones(2, dtype=torch.bool), 0.5).tolist() == [True, False]

@@ -275,7 +275,7 @@ def test_bad_options_raise_config_error_naming_the_field(name, options, field):
     with pytest.raises(squeezer.ConfigError, match=field) as info:
         registry.create("quantizer", name, options)
     if options.get("bits") == 1 and options["bits"] is not True:
-        assert str(info.value) == "bits must be in 2..8, got 1"
+        assert str(info.value) == f"quantizer {name!r}: bits must be in 2..8, got 1"
 
 
 def test_bad_bits_raise_value_error_directly():

@@ -37,7 +37,10 @@ def lowest(scores: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def _masked_scores(score: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
-    flat = score.detach().reshape(-1).to(torch.float32, copy=True)
+    """Scores as one flat copy (float64 stays float64 so tiny scores keep their order), with
+    already-pruned entries at -inf so they are chosen first."""
+    dtype = torch.float64 if score.dtype == torch.float64 else torch.float32
+    flat = score.detach().reshape(-1).to(dtype, copy=True)
     flat.masked_fill_(~current.reshape(-1), float("-inf"))
     return flat
 
@@ -69,17 +72,23 @@ def global_masks(
     names: Sequence[str] = list(scores)
     sizes = [scores[n].numel() for n in names]
     total = sum(sizes)
+    wide = any(scores[n].dtype == torch.float64 for n in names)
     flats = []
-    already = 0
+    already = protected = 0
     for name, n in zip(names, sizes, strict=True):
         flat = _masked_scores(scores[name], current[name])
+        if wide:
+            flat = flat.double()
         pruned_now = int((~current[name]).sum())
         already += pruned_now
         keep = min(min_kept(n, min_density), n - pruned_now)
         protect = ~lowest(flat, n - keep)  # the `keep` best entries never compete
+        # +inf marks protected entries; a genuine +inf score is lowered to the largest finite
+        # value first, so it cannot be mistaken for one (it still ranks above every finite score)
+        flat.clamp_(max=torch.finfo(flat.dtype).max)
         flat.masked_fill_(protect, float("inf"))
+        protected += keep
         flats.append(flat)
-    protected = sum(int(torch.isposinf(f).sum()) for f in flats)
     k = min(max(pruned_count(sparsity, total), already), total - protected)
     prune = lowest(torch.cat(flats), k)
     out: dict[str, torch.Tensor] = {}

@@ -172,4 +172,4 @@ class Recipe:
 
     def __attrs_post_init__(self) -> None:
         if not self.stages:
-            raise ValueError("stages: a recipe needs at least one stage")
+            raise ValueError("'stages' needs at least one stage")

@@ -73,6 +73,12 @@ def recipe_from_dict(data: Mapping[str, Any], *, source: str = "<recipe>") -> Re
     return typing.cast(Recipe, _build(Recipe, data, "", source, extra={"source": source}))
 
 
+def validator_message(exc: BaseException) -> str:
+    """The readable part of an attrs validator error (its args also hold the Attribute object)."""
+    first = exc.args[0] if exc.args else ""
+    return first if isinstance(first, str) else str(exc)
+
+
 def _factory_table(table: Mapping[str, Any]) -> dict[str, Any]:
     """``[model]`` keys other than ``factory``/``options`` are the factory's keyword arguments."""
     table = dict(table)
@@ -131,7 +137,7 @@ def _build(cls: type, raw: Any, path: str, source: str, extra: Mapping[str, Any]
     try:
         return cls(**kwargs, **(extra or {}))
     except (ValueError, TypeError) as exc:
-        message = str(exc)
+        message = validator_message(exc)
         match = _FIELD_MESSAGE.match(message)
         if match:
             raise ConfigError(f"{source}: {_join(path, match.group(1))}: {match.group(2)}") from None
