@@ -109,3 +109,34 @@ def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path: Pa
 
     _, meta = checkpoint.load(tmp_path / "checkpoints" / "last.safetensors")
     assert meta["stage"] == 2  # the good checkpoint written when Phase 1 ended
+
+
+@pytest.mark.parametrize("at_step", [3, 30, 60])  # 11 steps an epoch: dense, Phase 1 round 1, Phase 2 KD
+def test_ctrl_c_finishes_the_step_checkpoints_and_resume_is_exact(
+    tmp_path: Path, uninterrupted: tuple[Path, float], at_step: int
+) -> None:
+    import os
+    import signal
+
+    from squeezer.pipeline import Interrupted
+    from squeezer.pipeline.events import StepEnded
+
+    steps = []
+
+    def sink(event: object) -> None:
+        if isinstance(event, StepEnded):
+            steps.append(event)
+            if len(steps) == at_step:
+                os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C, delivered mid-run
+
+    recipe = parse_recipe(RECIPE)
+    with pytest.raises(Interrupted) as info:
+        run(recipe, out=tmp_path, sink=sink)
+    assert info.value.checkpoint == tmp_path / "checkpoints" / "last.safetensors"
+    assert len(steps) == at_step  # the step in flight finished, no further step started
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    result = run(recipe, out=tmp_path, resume=True)
+    expected, got = _final_state(uninterrupted[0]), _final_state(tmp_path)
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
+    assert result.accuracy == uninterrupted[1]

@@ -9,6 +9,7 @@ import attrs
 import torch
 from torch import nn
 
+from squeezer.pipeline.distributed import DistInfo
 from squeezer.pipeline.events import Sink
 from squeezer.recipe.configs import Optim, Recipe
 from squeezer.registry import Registry
@@ -27,6 +28,8 @@ class Context:
     sink: Sink
     out_dir: Path
     records: dict[str, Any] = attrs.field(factory=dict)
+    dist: DistInfo = attrs.field(factory=DistInfo)
+    recipe_hash: str = ""
 
     def optim_for(self, stage_optim: Optim | None) -> Optim:
         return stage_optim or self.recipe.training

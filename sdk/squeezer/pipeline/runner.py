@@ -14,29 +14,20 @@ from torch import nn
 
 from squeezer import compress
 from squeezer.errors import ConfigError
-from squeezer.pipeline import checkpoint
+from squeezer.pipeline import checkpoint, distributed
 from squeezer.pipeline.context import Context
-from squeezer.pipeline.events import (
-    Checkpointed,
-    EpochEnded,
-    RunStarted,
-    Sink,
-    StageEnded,
-    StageStarted,
-    StepEnded,
-    discard,
-)
+from squeezer.pipeline.events import RunStarted, Sink, discard
 from squeezer.pipeline.factories import call_factory
-from squeezer.pipeline.stages import RUNNERS, StageRunner
-from squeezer.pipeline.training import check_loss, evaluate, make_optimizer, set_lr
+from squeezer.pipeline.loop import CHECKPOINT, Interrupted, graceful_sigint, prefixed, run_stage
+from squeezer.pipeline.training import evaluate
 from squeezer.plugin_manager import load_registry
 from squeezer.recipe.configs import Factory, Recipe
 from squeezer.recipe.loader import check_strategies, load_recipe, recipe_to_dict
 from squeezer.registry import Registry
 
 DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "pqk.toml"
-CHECKPOINT = Path("checkpoints") / "last.safetensors"
 ARTIFACT = "model.safetensors"
+__all__ = ["ARTIFACT", "CHECKPOINT", "DEFAULT_RECIPE", "Interrupted", "RunResult", "run"]
 
 
 @attrs.frozen
@@ -98,18 +89,24 @@ def run(
             else:
                 child.unlink(missing_ok=True)
 
-    device = _device(recipe.device)
+    info = distributed.from_env()
+    if not info.is_main:
+        sink = discard  # progress and files come from rank 0 only
+    device = distributed.device_for(info, _device(recipe.device))
     torch.manual_seed(recipe.seed)
     ctx = _context(recipe, registry, device, sink, out_dir, state)
+    ctx.dist, ctx.recipe_hash = info, _recipe_hash(recipe)
     sink(RunStarted(recipe.source, tuple(s.label for s in recipe.stages), str(out_dir),
                     str(ckpt_path) if state else None))
 
-    start_stage, start_epoch = (state[1]["stage"], state[1]["epoch"]) if state else (0, 0)
-    for index in range(start_stage, len(recipe.stages)):
-        resuming = state is not None and index == start_stage and start_epoch > 0
-        _run_stage(ctx, index, start_epoch if resuming else 0, state if resuming else None)
+    start_stage = state[1]["stage"] if state else 0
+    mid_stage = state is not None and (state[1]["epoch"] > 0 or state[1].get("step", 0) > 0)
+    with graceful_sigint() as stop:
+        for index in range(start_stage, len(recipe.stages)):
+            resuming = mid_stage and index == start_stage
+            run_stage(ctx, index, state if resuming else None, stop)
 
-    return _finish(ctx, export)
+    return _finish(ctx, export and info.is_main)
 
 
 def _check_same_recipe(recipe: Recipe, meta: dict[str, Any], path: Path) -> None:
@@ -145,115 +142,8 @@ def _context(recipe: Recipe, registry: Registry, device: torch.device, sink: Sin
     if state is not None:
         tensors, meta = state
         compress.restore(model, meta["spec"], registry)
-        model.load_state_dict(_prefixed(tensors, "model."))
+        model.load_state_dict(prefixed(tensors, "model."))
     return Context(recipe, registry, model.to(device), loaders[0], loaders[1], device, sink, out_dir, records)
-
-
-def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-
-def _seed_epoch(seed: int, stage: int, epoch: int) -> None:
-    """Each epoch reseeds from (seed, stage, epoch): shuffling and dropout do not depend on how
-    the run got here, which makes a resumed run equal an uninterrupted one."""
-    torch.manual_seed((seed * 1_000_003 + stage * 10_007 + epoch) % (2**63))
-
-
-def _run_stage(ctx: Context, index: int, start_epoch: int,
-               state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None) -> None:
-    cfg = ctx.recipe.stages[index]
-    runner: StageRunner = RUNNERS[cfg.TYPE](ctx, cfg, index)
-    _seed_epoch(ctx.recipe.seed, index, -1)
-    runner.prepare(resuming=state is not None)
-    if state is not None:
-        for name, module in runner.extra_modules().items():
-            module.load_state_dict(_prefixed(state[0], f"extra.{name}."))
-    epochs = runner.epochs()
-    optimizer = make_optimizer(runner.param_groups(), runner.optim) if epochs > start_epoch else None
-    names = _param_names(ctx.model, runner)
-    if state is not None and optimizer is not None:
-        checkpoint.restore_optimizer(optimizer, names, state[0], state[1]["optim_scalars"])
-    steps = len(ctx.train_loader)
-    ctx.sink(StageStarted(index, cfg.label, cfg.TYPE, epochs, steps))
-    where = f"stages[{index}] ({cfg.label})"
-    for epoch in range(start_epoch, epochs):
-        assert optimizer is not None
-        _seed_epoch(ctx.recipe.seed, index, epoch)
-        runner.before_epoch(epoch, optimizer)
-        _adopt_new_parameters(optimizer, ctx.model, names)
-        ctx.model.train()
-        total = 0.0
-        extra: dict[str, float] = {}
-        for step, batch in enumerate(ctx.train_loader):
-            set_lr(optimizer, runner.optim, runner.progress(epoch, step, steps))
-            optimizer.zero_grad(set_to_none=True)
-            loss, extra = runner.step(batch, epoch)
-            value = check_loss(loss, f"{where} epoch {epoch + 1} step {step + 1}")
-            loss.backward()
-            optimizer.step()
-            total += value
-            ctx.sink(StepEnded(index, epoch, step, value))
-        _, acc = evaluate(ctx.model, ctx.val_loader, ctx.device)
-        metrics = {**extra, **runner.epoch_metrics()}
-        ctx.sink(EpochEnded(index, epoch, total / max(1, steps), acc, compress.sparsity(ctx.model),
-                            _bits_label(ctx.model), metrics))
-        if epoch + 1 < epochs:
-            _save(ctx, runner, optimizer, names, index, epoch + 1)
-    runner.finish()
-    if isinstance(ctx.model, nn.Module) and "model_factory" not in ctx.records and cfg.TYPE == "distill":
-        student = getattr(cfg, "student", None)
-        if student is not None:
-            ctx.records["model_factory"] = attrs.asdict(student)
-    accuracy = evaluate(ctx.model, ctx.val_loader, ctx.device)[1]
-    ctx.records.setdefault("stage_accuracy", {})[str(index)] = accuracy
-    ctx.sink(StageEnded(index, cfg.label, accuracy))
-    _save(ctx, None, None, {}, index + 1, 0)
-
-
-def _adopt_new_parameters(optimizer: torch.optim.Optimizer, model: nn.Module, names: dict[int, str]) -> None:
-    """Parameters created mid-stage (e.g. quantizer steps of a later pruning round) join the optimizer."""
-    known = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    new = [(n, p) for n, p in model.named_parameters() if id(p) not in known and p.requires_grad]
-    if new:
-        optimizer.add_param_group({"params": [p for _, p in new]})
-        names.update({id(p): f"model.{n}" for n, p in new})
-
-
-def _param_names(model: nn.Module, runner: StageRunner) -> dict[int, str]:
-    names = {id(p): f"model.{n}" for n, p in model.named_parameters()}
-    for extra, module in runner.extra_modules().items():
-        names.update({id(p): f"extra.{extra}.{n}" for n, p in module.named_parameters()})
-    return names
-
-
-def _bits_label(model: nn.Module) -> str:
-    bits = sorted({int(getattr(p.quantizer, "bits", 32)) for _, p in compress.compressed_weights(model)
-                   if p.quantizer is not None})
-    return "/".join(map(str, bits)) if bits else "fp32"
-
-
-def _save(ctx: Context, runner: StageRunner | None, optimizer: torch.optim.Optimizer | None,
-          names: dict[int, str], stage: int, epoch: int) -> None:
-    tensors = {f"model.{k}": v for k, v in ctx.model.state_dict().items()}
-    scalars: dict[str, Any] = {}
-    if runner is not None:
-        for name, module in runner.extra_modules().items():
-            tensors.update({f"extra.{name}.{k}": v for k, v in module.state_dict().items()})
-    if optimizer is not None:
-        optim_tensors, scalars = checkpoint.optimizer_tensors(optimizer, names)
-        tensors.update(optim_tensors)
-    meta = {
-        "stage": stage,
-        "epoch": epoch,
-        "spec": compress.spec(ctx.model),
-        "records": ctx.records,
-        "optim_scalars": scalars,
-        "recipe_hash": _recipe_hash(ctx.recipe),
-        "recipe": recipe_to_dict(ctx.recipe),
-    }
-    path = ctx.out_dir / CHECKPOINT
-    checkpoint.save(path, tensors, meta)
-    ctx.sink(Checkpointed(str(path)))
 
 
 def _finish(ctx: Context, export: bool) -> RunResult:

@@ -50,9 +50,14 @@ class StageRunner:
     def before_epoch(self, epoch: int, optimizer: torch.optim.Optimizer | None) -> None:
         """Called before each epoch (pruning rounds happen here)."""
 
-    def step(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def network(self) -> nn.Module:
+        """The module the stage trains (the runner wraps it in DDP when distributed)."""
+        return self.ctx.model
+
+    def step(self, net: nn.Module, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """One training step's loss; ``net`` is :meth:`network`, possibly DDP-wrapped."""
         x, y = batch_to(batch, self.ctx.device)
-        loss = nn.functional.cross_entropy(self.ctx.model(x), y)
+        loss = nn.functional.cross_entropy(net(x), y)
         return loss, {}
 
     def epoch_metrics(self) -> dict[str, float]:

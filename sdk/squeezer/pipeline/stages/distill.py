@@ -49,11 +49,11 @@ class DistillRunner(StageRunner):
         assert self.teacher is not None
         return {"kd_teacher": self.teacher}
 
-    def step(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def step(self, net: nn.Module, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
         assert self.teacher is not None
         x, y = batch_to(batch, self.ctx.device)
         with torch.no_grad():
             t_logits = self.teacher(x)
-        s_logits = self.ctx.model(x)
+        s_logits = net(x)
         loss = nn.functional.cross_entropy(s_logits, y) + self.cfg.kd_weight * self.loss(s_logits, t_logits)
         return loss, {}

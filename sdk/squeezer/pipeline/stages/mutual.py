@@ -20,6 +20,20 @@ from squeezer.pipeline.training import batch_to, evaluate
 from squeezer.recipe.configs import MutualStage
 
 
+class StudentAndTeacher(nn.Module):
+    """Both forwards in one module, so that one DDP wrapper covers the student's parameters and
+    the teacher's private ones (and their disjoint gradients are reduced together)."""
+
+    def __init__(self, student: nn.Module, teacher: SelfTeacher) -> None:
+        super().__init__()
+        self.student = student
+        self.teacher = teacher
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.teacher.train(self.student.training)
+        return self.student(x), self.teacher(x)
+
+
 class MutualRunner(StageRunner):
     cfg: MutualStage
 
@@ -51,12 +65,13 @@ class MutualRunner(StageRunner):
             {"params": list(self.teacher.parameters())},
         ]
 
-    def step(self, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def network(self) -> nn.Module:
         assert self.teacher is not None
+        return StudentAndTeacher(self.ctx.model, self.teacher)
+
+    def step(self, net: nn.Module, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
         x, y = batch_to(batch, self.ctx.device)
-        self.teacher.train(self.ctx.model.training)
-        s_logits = self.ctx.model(x)
-        t_logits = self.teacher(x)
+        s_logits, t_logits = net(x)
         ce = nn.functional.cross_entropy
         loss_s, loss_t = ce(s_logits, y), ce(t_logits, y)
         if epoch >= self.cfg.warmup_epochs and self.cfg.kd_weight > 0:
