@@ -24,7 +24,7 @@ import attrs
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler
 
 
 @attrs.frozen
@@ -74,8 +74,10 @@ def shard_loader(loader: Any, info: DistInfo, seed: int) -> Any:
     """The training loader with a DistributedSampler (same batch size per rank, shuffled by seed)."""
     if not info.enabled or not isinstance(loader, DataLoader):
         return loader
-    sampler: DistributedSampler[Any] = DistributedSampler(loader.dataset, num_replicas=info.world_size, rank=info.rank,
-                                 shuffle=True, seed=seed, drop_last=False)
+    shuffle = not isinstance(loader.sampler, SequentialSampler)
+    sampler: DistributedSampler[Any] = DistributedSampler(
+        loader.dataset, num_replicas=info.world_size, rank=info.rank, shuffle=shuffle, seed=seed
+    )
     return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler,
                       num_workers=loader.num_workers, collate_fn=loader.collate_fn,
                       pin_memory=loader.pin_memory, drop_last=loader.drop_last)

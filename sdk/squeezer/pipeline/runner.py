@@ -42,6 +42,7 @@ class RunResult:
     layers: tuple[tuple[str, int, int, int], ...]  # (parameter, numel, nonzeros, bits)
     records: dict[str, Any]
     report: Any = None  # squeezer.artifact.ArtifactReport
+    model: nn.Module | None = attrs.field(default=None, repr=False, eq=False)  # the trained student
 
 
 def run(
@@ -54,11 +55,13 @@ def run(
     sink: Sink = discard,
     registry: Registry | None = None,
     export: bool = True,
+    all_ranks: bool = False,
 ) -> RunResult:
     """Run a recipe end to end (default: the bundled PQK example) and export the student.
 
     An existing output directory is never overwritten silently: pass ``resume=True`` to continue
-    from its last checkpoint or ``overwrite=True`` to replace it.
+    from its last checkpoint or ``overwrite=True`` to replace it. Under ``torchrun`` only rank 0
+    reports progress to ``sink`` unless ``all_ranks`` is true.
     """
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe or DEFAULT_RECIPE)
@@ -90,7 +93,7 @@ def run(
                 child.unlink(missing_ok=True)
 
     info = distributed.from_env()
-    if not info.is_main:
+    if not info.is_main and not all_ranks:
         sink = discard  # progress and files come from rank 0 only
     device = distributed.device_for(info, _device(recipe.device))
     torch.manual_seed(recipe.seed)
@@ -164,7 +167,7 @@ def _finish(ctx: Context, export: bool) -> RunResult:
         report = export_artifact(model, artifact_path, info=info)
         _verify_export(ctx, model, artifact_path, factory)
     return RunResult(ctx.out_dir, artifact_path, ctx.records.get("dense_accuracy"), accuracy,
-                     compress.sparsity(model), tuple(layers), ctx.records, report)
+                     compress.sparsity(model), tuple(layers), ctx.records, report, model)
 
 
 def _final_factory(ctx: Context) -> Factory:
