@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -24,6 +25,8 @@ Examples:
   squeezer run recipe.toml --out runs/a --seed 1
 
   squeezer run recipe.toml --out runs/a --resume    (continue after Ctrl-C)
+
+  squeezer run recipe.toml --nproc 2                (DDP; same as torchrun --nproc_per_node=2 -m squeezer run ...)
 """
 
 
@@ -51,6 +54,11 @@ def run_command(
         bool, typer.Option("--json", help="Print one JSON document with the result (no progress).")
     ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+    nproc: Annotated[
+        int | None,
+        typer.Option("--nproc", min=1, show_default=False,
+                     help="Launch N processes with torchrun (DDP; gloo on CPU, NCCL on GPUs)."),
+    ] = None,
 ) -> None:
     """Run a compression recipe end to end and export the compressed model.
 
@@ -61,6 +69,8 @@ def run_command(
     """
     if resume and overwrite:
         raise CliError("--resume and --overwrite exclude each other (see --help)", USAGE)
+    if nproc is not None and "WORLD_SIZE" not in os.environ:
+        raise typer.Exit(_launch_torchrun(nproc))
     from squeezer import pipeline
     from squeezer.plugin_manager import load_registry
     from squeezer.recipe import check_strategies, load_recipe
@@ -84,6 +94,8 @@ def run_command(
             raise RunFailed(exc) from exc
         raise
 
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun, rank 0 reports
     data = result_dict(result, _torch_save_bytes(result, rec))
     if json_out:
         typer.echo(json.dumps(data, indent=2, default=str))
@@ -103,8 +115,28 @@ def _interrupted(recipe: Path | None, out_dir: Path, seed: int | None, resumable
     return f"interrupted before the first checkpoint; start again with: {shlex.join([*cmd, '--overwrite'])}"
 
 
+def _launch_torchrun(nproc: int) -> int:
+    """Re-run this command under ``torchrun --nproc_per_node N`` (same arguments, minus --nproc)."""
+    import subprocess
+
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            args.append(arg)
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "-m", "squeezer", *args]
+    return subprocess.call(cmd)
+
+
 def _torch_save_bytes(result: Any, recipe: Any) -> int | None:
-    """``torch.save`` size of the compressed model's state (zeros in place), for comparison."""
+    """``torch.save`` size of the compressed model's state (the masked model), for comparison."""
+    if getattr(result, "model", None) is not None:
+        from squeezer.artifact import torch_save_size
+
+        return int(torch_save_size(result.model))
     if result.artifact is None:
         return None
     from squeezer.artifact import load, torch_save_size
