@@ -32,3 +32,26 @@ class L2Magnitude:
 
     def __call__(self, weight: torch.Tensor, grad: torch.Tensor | None = None) -> torch.Tensor:
         return weight.detach().float().square()
+
+
+@attrs.frozen(kw_only=True)
+class LampScore:
+    """LAMP (Lee et al., ICLR 2021): ``w_u^2 / sum_{|w_v| >= |w_u|} w_v^2`` within each layer.
+
+    The magnitude rescaled by the layer's remaining mass, so scores compare across layers: global
+    pruning by LAMP does not wipe out layers whose weights are small only because a following
+    normalization layer rescales them (layer collapse at extreme sparsity).
+    """
+
+    needs_gradients = False
+
+    def __call__(self, weight: torch.Tensor, grad: torch.Tensor | None = None) -> torch.Tensor:
+        import torch
+
+        squared = weight.detach().reshape(-1).double().square()
+        ordered, order = torch.sort(squared, stable=True)
+        # mass of every weight at least as large: suffix sums of the ascending order
+        suffix = ordered.flip(0).cumsum(0).flip(0)
+        score = torch.empty_like(squared)
+        score[order] = ordered / suffix.clamp_min(torch.finfo(torch.float64).tiny)
+        return score.view(weight.shape).float()
