@@ -489,6 +489,36 @@ def test_export_onnx_needs_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyP
                         lambda name, *a: None if name in ("onnx", "onnxruntime") else real(name, *a))
     result = invoke("export", tmp_path / "ckpt", "--out", tmp_path / "m.onnx", "--format", "onnx")
     assert_one_line_error(result, 1, "pip install 'squeezer[onnx]'")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_onnx(finished_run: tuple[Path, Any], tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    import torch
+
+    from squeezer.artifact import load
+    from squeezer.examples.digits import digits_tensors, make_model
+
+    out, _ = finished_run
+    target = tmp_path / "model.onnx"
+    result = invoke("export", out, "--out", target, "--format", "onnx")
+    assert result.exit_code == 0, result.output
+    text = result.stdout.replace("\n", " ")
+    quantized = 5 if HAS_LSQ else 0  # three Conv2d and two Linear layers of the digits model
+    assert f"wrote {target}" in text and f"{quantized} quantized weights" in text and "onnxruntime matches" in text
+    graph = onnx.load(str(target)).graph
+    assert sum(node.op_type == "DequantizeLinear" for node in graph.node) == quantized
+    # the ONNX model classifies the validation set as the squeezer artifact does
+    _, val = digits_tensors()
+    x = val.tensors[0][:64]
+    session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    logits = session.run(None, {"input": x.numpy()})[0]
+    model = load(out / "model.safetensors", make_model(width=8)).eval()
+    with torch.no_grad():
+        want = model(x).numpy()
+    assert (logits.argmax(1) == want.argmax(1)).all()
+    assert abs(logits - want).max() < 1e-4
 
 
 # --- the live renderer -------------------------------------------------------------------------

@@ -1,0 +1,246 @@
+"""Compression inside your own training loop, without a recipe.
+
+:class:`Compression` puts the state a ``prune`` stage would manage (masks, the sparsity schedule,
+quantizers, the optimizer bookkeeping) on a model you train yourself::
+
+    comp = Compression(model, importance="l1", schedule=("geometric", {"target": 0.9, "rounds": 4}),
+                       quantizer=("lsq", {"bits": 4}), prune_every=100)
+    comp.attach()
+    for x, y in loader:                      # PQK Phase 1: prune, then QAT between rounds
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        comp.step(optimizer)                 # a pruning round every `prune_every` steps
+    comp.export("model.safetensors")
+
+Phase 2 (mutual learning with the self-teacher) uses :meth:`Compression.self_teacher` and
+:meth:`Compression.mutual_loss`; see :meth:`Compression.self_teacher` for the step.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from squeezer import compress
+from squeezer.compress.targets import Targets
+from squeezer.compress.teacher import SelfTeacher
+from squeezer.compress.weight import compressed_weights
+from squeezer.errors import ConfigError, PluginError
+from squeezer.pipeline.stages.prune import _forget_pruned
+from squeezer.recipe.loader import checked_schedule
+from squeezer.registry import Registry
+
+if TYPE_CHECKING:
+    from squeezer.artifact import ArtifactReport
+
+#: a strategy: its registered name, or ``(name, options)``
+StrategySpec = str | tuple[str, Mapping[str, Any]]
+
+
+def _split(spec: StrategySpec, what: str) -> tuple[str, dict[str, Any]]:
+    if isinstance(spec, str):
+        return spec, {}
+    if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], str) and isinstance(spec[1], Mapping):
+        return spec[0], dict(spec[1])
+    raise ConfigError(f"{what}: expected a name or (name, options), got {spec!r}")
+
+
+class Compression:
+    """Pruning schedule, masks and quantizers on ``model``, driven from your own training loop.
+
+    ``importance``, ``schedule``, ``quantizer`` and ``distillation`` name registered strategies,
+    with options as ``(name, {option: value})``; ``quantizer=None`` prunes without quantizing.
+    ``scope`` and ``min_density`` mean what they mean in a recipe's prune stage. ``prune_every``
+    is the number of :meth:`step` calls between pruning rounds. ``registry`` defaults to the
+    installed plugins (:func:`squeezer.load_registry`).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        targets: Targets | None = None,
+        importance: StrategySpec = "l1",
+        schedule: StrategySpec = ("geometric", {"target": 0.9, "rounds": 4}),
+        quantizer: StrategySpec | None = None,
+        distillation: StrategySpec = "hinton",
+        scope: str = "global",
+        min_density: float = 0.02,
+        prune_every: int = 100,
+        registry: Registry | None = None,
+    ) -> None:
+        if scope not in ("global", "layer"):
+            raise ConfigError(f"scope: must be 'global' or 'layer', got {scope!r}")
+        if not 0.0 <= min_density <= 1.0:
+            raise ConfigError(f"min_density: must be in [0, 1], got {min_density!r}")
+        if isinstance(prune_every, bool) or not isinstance(prune_every, int) or prune_every < 1:
+            raise ConfigError(f"prune_every: must be a positive integer, got {prune_every!r}")
+        if registry is None:
+            from squeezer.plugin_manager import load_registry
+
+            registry = load_registry()
+        self.model = model
+        self.targets = targets or Targets()
+        self.registry = registry
+        self.scope, self.min_density, self.prune_every = scope, min_density, prune_every
+        self.importance_name, options = _split(importance, "importance")
+        self.importance = registry.create("importance", self.importance_name, options, where="importance")
+        name, options = _split(schedule, "schedule")
+        scheduler = registry.create("scheduler", name, options, where="schedule")
+        self.schedule: list[float] = checked_schedule(scheduler, f"schedule ({name})")
+        self.quantizer: tuple[str, Any] | None = None
+        if quantizer is not None:
+            name, options = _split(quantizer, "quantizer")
+            self.quantizer = name, registry.create("quantizer", name, options, where="quantizer")
+        self.distillation_name, options = _split(distillation, "distillation")
+        self.distillation = registry.create("distillation_loss", self.distillation_name, options,
+                                            where="distillation")
+        self.rounds_done = 0
+        self.steps = 0
+
+    # --- Phase 1 --------------------------------------------------------------------------
+    def attach(self) -> compress.Resolution:
+        """Put a (dense) mask on every targeted weight; idempotent. Returns what was targeted.
+
+        The parameter objects stay the same, so an optimizer built before or after works.
+        """
+        return compress.attach(self.model, self.targets)
+
+    @property
+    def done(self) -> bool:
+        """True once every scheduled pruning round has run."""
+        return self.rounds_done >= len(self.schedule)
+
+    def step(self, optimizer: torch.optim.Optimizer | None = None) -> list[compress.LayerSparsity] | None:
+        """Count one training step; every ``prune_every``-th call runs :meth:`prune_round`.
+
+        Call it after ``optimizer.step()``. Returns the round's per-layer sparsity when it pruned.
+        """
+        self.steps += 1
+        if self.done or self.steps % self.prune_every:
+            return None
+        return self.prune_round(optimizer)
+
+    def prune_round(
+        self, optimizer: torch.optim.Optimizer | None = None, gradients: Mapping[str, torch.Tensor] | None = None
+    ) -> list[compress.LayerSparsity]:
+        """Prune to the next scheduled sparsity; pruned weights stay pruned.
+
+        With ``optimizer``: its state (momentum, Adam moments) at newly pruned entries is zeroed,
+        and the trainable parameters of quantizers attached now join it as a new param group.
+        Quantizers are attached after the first round, so they start from the pruned weights.
+
+        A gradient-based importance (``needs_gradients``) gets ``gradients`` by parameter path,
+        or else the ``.grad`` your last ``backward()`` left on each weight.
+        """
+        if not any(True for _ in compressed_weights(self.model)):
+            self.attach()
+        if self.done:
+            raise ConfigError(f"all {len(self.schedule)} scheduled pruning rounds have run")
+        grads = dict(gradients or {})
+        if getattr(self.importance, "needs_gradients", False) and gradients is None:
+            grads = self._current_gradients()
+
+        def score(path: str, w: torch.Tensor) -> torch.Tensor:
+            return self.importance(w, grads.get(path))
+
+        layers = compress.prune(self.model, score, self.schedule[self.rounds_done], scope=self.scope,
+                                min_density=self.min_density, source=f"importance {self.importance_name!r}")
+        self.rounds_done += 1
+        if optimizer is not None:
+            _forget_pruned(self.model, optimizer)
+        self._attach_quantizers(optimizer)
+        return layers
+
+    def _current_gradients(self) -> dict[str, torch.Tensor]:
+        grads: dict[str, torch.Tensor] = {}
+        for path, _ in compressed_weights(self.model):
+            g = compress.original(self.model, path).grad
+            if g is None:
+                raise PluginError(
+                    f"importance {self.importance_name!r} needs gradients: call prune_round() after "
+                    f"loss.backward() (before zero_grad), or pass gradients=; {path} has none"
+                )
+            grads[path] = g.detach().clone()
+        return grads
+
+    def _attach_quantizers(self, optimizer: torch.optim.Optimizer | None) -> None:
+        if self.quantizer is None:
+            return
+        pending = {path for path, p in compressed_weights(self.model) if p.quantizer is None}
+        if not pending:
+            return
+        before = {id(p) for p in self.model.parameters()}
+        quantizer = self.quantizer
+        compress.attach_quantizers(self.model, lambda path: quantizer if path in pending else None)
+        new = [p for p in self.model.parameters() if id(p) not in before and p.requires_grad]
+        if optimizer is not None and new:
+            optimizer.add_param_group({"params": new})
+
+    # --- Phase 2 --------------------------------------------------------------------------
+    def self_teacher(
+        self, optimizer: torch.optim.Optimizer | None = None, *, owns: Iterable[str] = ("norm",),
+        quantized: bool = True,
+    ) -> SelfTeacher:
+        """The PQK self-teacher: the student's storage plus its pruned-away (unimportant) weights.
+
+        Masks are frozen from here on. The student owns the kept entries of every compressed
+        weight (and its quantizer steps), the teacher the pruned entries; the teacher also has
+        private copies of ``owns`` (``"norm"``, ``"bias"``). With ``optimizer``, those copies join
+        it as a new param group. One mutual step sums both losses into one backward; the views
+        route each gradient to the entries its network owns::
+
+            s, t = model(x), teacher(x)
+            loss = comp.mutual_loss(s, t, y)
+            optimizer.zero_grad(); loss.backward(); optimizer.step()
+
+        Use no weight decay on the stored weights in Phase 2: decay would move entries a step
+        does not own.
+        """
+        teacher = SelfTeacher(self.model, owns, quantized)
+        device = next((p.device for p in self.model.parameters()), None)
+        if device is not None:
+            teacher.to(device)
+        params = [p for p in teacher.parameters() if p.requires_grad]
+        if optimizer is not None and params:
+            optimizer.add_param_group({"params": params})
+        return teacher
+
+    def mutual_loss(
+        self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
+        kd_weight: float = 1.0,
+    ) -> torch.Tensor:
+        """Deep-mutual-learning loss of one batch: each network's cross-entropy plus ``kd_weight``
+        times the distillation loss towards the other's detached logits (as the ``mutual`` stage)."""
+        ce = nn.functional.cross_entropy
+        loss_s = ce(student_logits, targets) + kd_weight * self.distillation(student_logits, teacher_logits.detach())
+        loss_t = ce(teacher_logits, targets) + kd_weight * self.distillation(teacher_logits, student_logits.detach())
+        return loss_s + loss_t
+
+    # --- results --------------------------------------------------------------------------
+    @property
+    def sparsity(self) -> float:
+        """Fraction of the compressed weights that are pruned."""
+        return compress.sparsity(self.model)
+
+    @property
+    def bits(self) -> dict[str, int]:
+        """Bit width per quantized weight, by parameter path."""
+        return {path: int(getattr(p.quantizer, "bits", 32))
+                for path, p in compressed_weights(self.model) if p.quantizer is not None}
+
+    def export(self, path: str | os.PathLike[str], *, info: Mapping[str, Any] | None = None) -> ArtifactReport:
+        """Write the student ``Q(W ⊙ M)`` as an artifact (see :func:`squeezer.export`).
+
+        Load it into a fresh instance of the architecture with :func:`squeezer.load`; a
+        ``"model_factory"`` in ``info`` lets ``squeezer.load(path)`` build the model itself.
+        """
+        from squeezer.artifact import export
+
+        return export(self.model, path, info=info)

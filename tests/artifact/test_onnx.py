@@ -1,0 +1,251 @@
+"""ONNX export: quantized weights as int8 codes + DequantizeLinear, verified in onnxruntime."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import squeezer
+import squeezer.compress as sc
+from squeezer.compress.model import original
+from squeezer.errors import ArtifactError, PluginError
+from squeezer.testing.models import make
+
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+from onnx import TensorProto, numpy_helper  # noqa: E402
+
+from squeezer.artifact import onnx_export  # noqa: E402
+from squeezer.artifact.onnx_export import OnnxReport, export_onnx  # noqa: E402
+
+REGISTRY = squeezer.load_registry(autoload=False)
+QUANTIZERS = REGISTRY.names("quantizer")
+MODELS = ("cnn_bn", "mlp", "conv1d_net", "depthwise_cnn")
+
+
+def compressed(
+    name: str, quantizer: str | None, bits: int = 4, per_channel: bool = True, signed: bool = True
+) -> tuple[nn.Module, torch.Tensor]:
+    """A toy model: attached, pruned to 70 %, quantized, trained two steps (steps and BN stats move)."""
+    model, x = make(name, batch=4)
+    sc.attach(model)
+    sc.prune(model, lambda p, w: w.abs(), 0.7)
+    if quantizer is not None:
+        options = {"bits": bits, "per_channel": per_channel, "signed": signed}
+        sc.attach_quantizers(model, lambda p: (quantizer, REGISTRY.create("quantizer", quantizer, options)))
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(2):
+        out = model(x + 0.1 * torch.randn(x.shape, generator=g))
+        loss = nn.functional.cross_entropy(out, torch.arange(len(x)) % out.shape[1])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = model.state_dict()
+    moved = [k for k in before if not torch.equal(before[k], after[k])]
+    if quantizer == "lsq":
+        assert any(k.endswith(".step") for k in moved)
+    if name in ("cnn_bn", "depthwise_cnn"):
+        assert any(k.endswith("running_mean") for k in moved)
+    return model.eval(), x
+
+
+def quantized_paths(model: nn.Module) -> list[str]:
+    return [path for path, p in sc.compressed_weights(model) if p.quantizer is not None]
+
+
+def run_ort(path: Path, x: torch.Tensor) -> np.ndarray:
+    options = ort.SessionOptions()
+    options.add_session_config_entry(onnx_export.ORT_MATMULNBITS_ACCURACY, "1")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return np.asarray(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+
+
+def check_export(model: nn.Module, x: torch.Tensor, target: Path) -> tuple[OnnxReport, Any]:
+    """Export, then check the file independently of the exporter's own verification."""
+    report = export_onnx(model, target, x)
+    proto = onnx.load(str(target))
+    onnx.checker.check_model(proto, full_check=True)
+    paths = quantized_paths(model)
+    assert report.quantized == len(paths) and report.opset == 17
+    assert report.file_bytes == target.stat().st_size and report.path == str(target)
+    assert 0 <= report.max_abs_diff <= 1e-5
+
+    nodes = Counter(node.op_type for node in proto.graph.node)
+    assert nodes["DequantizeLinear"] == len(paths)
+    assert nodes["QuantizeLinear"] == 0
+    inits = {init.name: init for init in proto.graph.initializer}
+    dq = {node.input[0]: node for node in proto.graph.node if node.op_type == "DequantizeLinear"}
+    params = dict(sc.compressed_weights(model))
+    for path in paths:
+        p = params[path]
+        q: Any = p.quantizer
+        codes_init = inits[f"{path}_quantized"]
+        assert f"{path}_quantized" in dq
+        expected_type = TensorProto.INT8 if q.qn > 0 or q.qp <= 127 else TensorProto.UINT8
+        assert codes_init.data_type == expected_type
+        codes = numpy_helper.to_array(codes_init)
+        scale = numpy_helper.to_array(inits[f"{path}_scale"])
+        zero = numpy_helper.to_array(inits[f"{path}_zero_point"])
+        assert not zero.any() and zero.dtype == codes.dtype and zero.shape == scale.shape
+        mask = p.mask.numpy()
+        assert not codes[~mask].any()  # pruned entries are code 0
+        assert codes.min() >= -q.qn and codes.max() <= q.qp
+        axis = {a.name: a.i for a in dq[f"{path}_quantized"].attribute}.get("axis")
+        if q.per_channel:
+            assert scale.shape == (codes.shape[0],) and axis == 0
+        else:
+            assert scale.shape == ()
+        # DequantizeLinear(codes, scale, 0) is the student's weight, bitwise
+        with torch.no_grad():
+            w = original(model, path)
+            student = p(w).numpy()
+        s = scale.reshape((-1,) + (1,) * (codes.ndim - 1)) if scale.ndim else scale
+        assert np.array_equal(codes.astype(np.float32) * s, student)
+
+    with torch.no_grad():
+        for inp in (x, torch.randn(x.shape), torch.randn((1, *x.shape[1:]))):
+            want = model(inp).numpy()
+            np.testing.assert_allclose(run_ort(target, inp), want, rtol=1e-4, atol=1e-5)
+    return report, proto
+
+
+@pytest.mark.parametrize("per_channel", [True, False], ids=["per_channel", "per_tensor"])
+@pytest.mark.parametrize("bits", [2, 4, 8])
+@pytest.mark.parametrize("quantizer", QUANTIZERS)
+@pytest.mark.parametrize("name", MODELS)
+def test_quantized_export_matches_torch(
+    name: str, quantizer: str, bits: int, per_channel: bool, tmp_path: Path
+) -> None:
+    model, x = compressed(name, quantizer, bits, per_channel)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    report, _ = check_export(model, x, tmp_path / "model.onnx")
+    assert report.quantized == len(list(sc.compressed_weights(model))) > 0
+    # the model itself is left as it was
+    assert not model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    assert sorted(os.listdir(tmp_path)) == ["model.onnx"]
+
+
+@pytest.mark.parametrize("quantizer", QUANTIZERS)
+def test_unsigned_8_bit_codes_are_uint8(quantizer: str, tmp_path: Path) -> None:
+    model, x = compressed("mlp", quantizer, 8, signed=False)
+    _, proto = check_export(model, x, tmp_path / "model.onnx")
+    types = {i.data_type for i in proto.graph.initializer if i.name.endswith("_quantized")}
+    assert types == {TensorProto.UINT8}
+
+
+@pytest.mark.parametrize("name", ["embedding_net", "transformer_net"])
+def test_other_layer_types(name: str, tmp_path: Path) -> None:
+    # transformer: a Linear on 3-D input becomes DequantizeLinear + MatMul, which onnxruntime fuses
+    quantizer = QUANTIZERS[0]
+    model, x = make(name)
+    sc.attach(model)
+    sc.prune(model, lambda p, w: w.abs(), 0.7)
+    sc.attach_quantizers(model, lambda p: (quantizer, REGISTRY.create("quantizer", quantizer, {"bits": 4})))
+    model.eval()
+    report = export_onnx(model, tmp_path / "model.onnx", x)
+    proto = onnx.load(str(tmp_path / "model.onnx"))
+    assert Counter(n.op_type for n in proto.graph.node)["DequantizeLinear"] == report.quantized > 0
+    with torch.no_grad():
+        np.testing.assert_allclose(run_ort(tmp_path / "model.onnx", x), model(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_mask_only_weights_are_float_initializers(name: str, tmp_path: Path) -> None:
+    model, x = compressed(name, None)
+    report, proto = check_export(model, x, tmp_path / "model.onnx")
+    assert report.quantized == 0
+    inits = {init.name: numpy_helper.to_array(init) for init in proto.graph.initializer}
+    for path, p in sc.compressed_weights(model):
+        with torch.no_grad():
+            student = p(original(model, path)).numpy()
+        # exported under the parameter's name, pruned zeros included (BatchNorm is not folded in)
+        assert inits[path].dtype == np.float32
+        assert np.array_equal(inits[path], student) and not inits[path][~p.mask.numpy()].any()
+
+
+def test_conv_layer_graph(tmp_path: Path) -> None:
+    model, x = compressed("cnn_bn", QUANTIZERS[0], 4)
+    export_onnx(model, tmp_path / "model.onnx", x)
+    graph = onnx.load(str(tmp_path / "model.onnx")).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    conv = next(node for node in graph.node if node.op_type == "Conv")
+    dq = producer[conv.input[1]]
+    assert dq.op_type == "DequantizeLinear" and list(dq.input) == ["0.weight_quantized", "0.weight_scale",
+                                                                    "0.weight_zero_point"]
+    consumers = [node.op_type for node in graph.node if conv.output[0] in node.input]
+    assert consumers == ["BatchNormalization"]
+    assert [i.name for i in graph.input] == ["input"]
+    assert graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+
+
+def test_corrupted_scale_fails_verification_and_leaves_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, x = compressed("cnn_bn", QUANTIZERS[0], 4)
+    monkeypatch.setattr(onnx_export, "_graph_scale", lambda s: s * 1.5)
+    target = tmp_path / "model.onnx"
+    with pytest.raises(ArtifactError, match=r"ONNX export verification failed: max \|diff\| = "):
+        export_onnx(model, target, x)
+    assert os.listdir(tmp_path) == []
+    # an existing file keeps its content
+    target.write_bytes(b"previous")
+    with pytest.raises(ArtifactError):
+        export_onnx(model, target, x)
+    assert target.read_bytes() == b"previous" and os.listdir(tmp_path) == ["model.onnx"]
+
+
+def test_quantize_disagreeing_with_forward_is_a_plugin_error(tmp_path: Path) -> None:
+    model, x = compressed("mlp", QUANTIZERS[0], 4)
+    _, p = next(iter(sc.compressed_weights(model)))
+    quantizer: Any = p.quantizer
+    quantize = quantizer.quantize
+
+    def bad(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        codes, scale = quantize(v)
+        return codes, scale * 2
+
+    quantizer.quantize = bad
+    with pytest.raises(PluginError, match="differ from the quantizer's output"):
+        export_onnx(model, tmp_path / "model.onnx", x)
+    assert os.listdir(tmp_path) == []
+
+
+def test_tolerance_is_applied(tmp_path: Path) -> None:
+    model, x = compressed("mlp", QUANTIZERS[0], 4)
+    with pytest.raises(ArtifactError, match="verification failed"):
+        export_onnx(model, tmp_path / "model.onnx", x, rtol=0.0, atol=-1.0)
+    assert os.listdir(tmp_path) == []
+
+
+def test_missing_dependency(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, x = make("mlp")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(ArtifactError, match=r"pip install 'squeezer\[onnx\]'"):
+        export_onnx(model, tmp_path / "model.onnx", x)
+
+
+def test_low_opset_and_bad_input(tmp_path: Path) -> None:
+    model, x = make("mlp")
+    with pytest.raises(ArtifactError, match="opset must be at least 13"):
+        export_onnx(model, tmp_path / "model.onnx", x, opset=11)
+    with pytest.raises(ArtifactError, match="example_input"):
+        export_onnx(model, tmp_path / "model.onnx", [])
+    assert os.listdir(tmp_path) == []
+
+
+def test_plain_model(tmp_path: Path) -> None:
+    model, x = make("cnn_bn")
+    report = export_onnx(model.eval(), tmp_path / "model.onnx", x)
+    assert report.quantized == 0 and report.max_abs_diff <= 1e-5
