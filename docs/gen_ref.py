@@ -89,38 +89,50 @@ def recipe_page() -> str:
 # --- CLI ------------------------------------------------------------------------------------
 
 
-def _commands(cmd: Any, path: list[str]) -> Iterator[tuple[list[str], Any]]:
-    import click
+def _is_group(cmd: Any) -> bool:
+    # duck-typed: typer may vendor its own click, so isinstance(cmd, click.Group) is not reliable
+    return hasattr(cmd, "list_commands") and hasattr(cmd, "get_command")
 
+
+def _context(cmd: Any, name: str) -> Any:
+    return cmd.context_class(cmd, info_name=name)
+
+
+def _subcommands(cmd: Any, ctx: Any) -> list[tuple[str, Any]]:
+    subs = [(name, cmd.get_command(ctx, name)) for name in sorted(cmd.list_commands(ctx))]
+    return [(name, sub) for name, sub in subs if sub is not None and not sub.hidden]
+
+
+def _commands(cmd: Any, path: list[str]) -> Iterator[tuple[list[str], Any]]:
     yield path, cmd
-    if isinstance(cmd, click.Group):
-        for name in sorted(cmd.list_commands(click.Context(cmd))):
-            sub = cmd.get_command(click.Context(cmd), name)
-            if sub is not None and not sub.hidden:
-                yield from _commands(sub, [*path, name])
+    if _is_group(cmd):
+        for name, sub in _subcommands(cmd, _context(cmd, path[-1])):
+            yield from _commands(sub, [*path, name])
+
+
+def _type_name(p: Any, ctx: Any) -> str:
+    if hasattr(p, "display_type"):  # typer's own click
+        return str(p.display_type(ctx)).strip("<>")
+    return str(p.type.name).lower()
 
 
 def _param_rows(cmd: Any, ctx: Any) -> list[list[Any]]:
-    import click
-
     rows = []
     for p in cmd.get_params(ctx):
         if getattr(p, "hidden", False):
             continue
-        if isinstance(p, click.Argument):
-            name = f"`{p.human_readable_name}`"
+        if p.param_type_name == "argument":
+            name = f"`{(p.metavar or p.name).upper()}`"
             kind = "argument"
         else:
             name = ", ".join(f"`{o}`" for o in [*p.opts, *p.secondary_opts])
-            kind = "flag" if getattr(p, "is_flag", False) else p.type.name.lower()
+            kind = "flag" if getattr(p, "is_flag", False) else _type_name(p, ctx)
         default = "required" if p.required else ("" if p.default in (None, False) else f"`{p.default}`")
         rows.append([name, kind, default, getattr(p, "help", None) or ""])
     return rows
 
 
 def cli_page() -> str:
-    import click
-
     from squeezer.cli.app import command
 
     root = command()
@@ -128,7 +140,7 @@ def cli_page() -> str:
            "Every command takes `--help`. Errors are one line on stderr; exit codes: 0 ok, 2 bad input, "
            "1 failure during a run, 130 interrupted.\n\n"]
     for path, cmd in _commands(root, ["squeezer"]):
-        ctx = click.Context(cmd, info_name=path[-1])
+        ctx = _context(cmd, path[-1])
         usage = " ".join([*path, *cmd.collect_usage_pieces(ctx)])
         level = "#" * min(len(path) + 1, 4)
         out.append(f"{level} `{' '.join(path)}`\n\n")
@@ -138,9 +150,8 @@ def cli_page() -> str:
         rows = _param_rows(cmd, ctx)
         if rows:
             out += [_table(["option", "type", "default", "help"], rows), "\n"]
-        if isinstance(cmd, click.Group):
-            subs = [[f"`{n}`", (c.get_short_help_str(80))] for n in sorted(cmd.list_commands(ctx))
-                    if (c := cmd.get_command(ctx, n)) is not None and not c.hidden]
+        if _is_group(cmd):
+            subs = [[f"`{n}`", sub.get_short_help_str(80)] for n, sub in _subcommands(cmd, ctx)]
             out += [_table(["command", "what"], subs), "\n"]
         if cmd.epilog:
             out.append(f"```text\n{inspect.cleandoc(cmd.epilog)}\n```\n\n")

@@ -24,6 +24,7 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import torch
 from torch import nn
 
@@ -33,6 +34,7 @@ from squeezer.compress.teacher import SelfTeacher
 from squeezer.compress.weight import compressed_weights
 from squeezer.errors import ConfigError, PluginError
 from squeezer.pipeline.stages.prune import _forget_pruned
+from squeezer.recipe.configs import PruneStage
 from squeezer.recipe.loader import checked_schedule
 from squeezer.registry import Registry
 
@@ -41,6 +43,8 @@ if TYPE_CHECKING:
 
 #: a strategy: its registered name, or ``(name, options)``
 StrategySpec = str | tuple[str, Mapping[str, Any]]
+
+_MIN_DENSITY = float(attrs.fields(PruneStage).min_density.default or 0.0)  # the prune stage's default
 
 
 def _split(spec: StrategySpec, what: str) -> tuple[str, dict[str, Any]]:
@@ -56,7 +60,7 @@ class Compression:
 
     ``importance``, ``schedule``, ``quantizer`` and ``distillation`` name registered strategies,
     with options as ``(name, {option: value})``; ``quantizer=None`` prunes without quantizing.
-    ``scope`` and ``min_density`` mean what they mean in a recipe's prune stage. ``prune_every``
+    ``scope`` and ``min_density`` mean what they mean in a recipe's prune stage (same defaults). ``prune_every``
     is the number of :meth:`step` calls between pruning rounds. ``registry`` defaults to the
     installed plugins (:func:`squeezer.load_registry`).
     """
@@ -71,7 +75,7 @@ class Compression:
         quantizer: StrategySpec | None = None,
         distillation: StrategySpec = "hinton",
         scope: str = "global",
-        min_density: float = 0.02,
+        min_density: float = _MIN_DENSITY,
         prune_every: int = 100,
         registry: Registry | None = None,
     ) -> None:
