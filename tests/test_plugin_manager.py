@@ -81,7 +81,7 @@ def test_plugin_object_adds_strategies() -> None:
     registry = squeezer.load_registry(autoload=False, plugins=[ExtraPlugin])
     info = registry.get("importance", "negmag")
     assert info.cls is NegMagnitude and info.plugin == "ExtraPlugin" and info.version is None
-    assert registry.names("importance") == ["l1", "l2", "negmag"]
+    assert registry.names("importance") == ["l1", "l2", "lamp", "negmag"]
 
 
 def test_hookimpl_may_take_a_subset_of_arguments() -> None:
@@ -166,8 +166,8 @@ def test_plugin_failing_to_import_is_named(monkeypatch: pytest.MonkeyPatch) -> N
     message = str(info.value)
     assert "'brokenplug'" in message and "failed to import" in message and "squeezer_no_such_module_xyz" in message
     # blocked or autoload off: the broken plugin is never imported
-    assert squeezer.load_registry(autoload=True, block=["brokenplug"]).names("importance") == ["l1", "l2"]
-    assert squeezer.load_registry(autoload=False).names("importance") == ["l1", "l2"]
+    assert squeezer.load_registry(autoload=True, block=["brokenplug"]).names("importance") == ["l1", "l2", "lamp"]
+    assert squeezer.load_registry(autoload=False).names("importance") == ["l1", "l2", "lamp"]
 
 
 def test_third_party_autoload_switch(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -156,6 +156,6 @@ def test_strategy_info_help_options_and_iteration(registry: Registry) -> None:
     assert [a.name for a in info.options()] == ["level"]
     kinds = [i.kind for i in registry]
     assert kinds == sorted(kinds, key=KINDS.index)  # grouped by kind, in KINDS order
-    assert registry.names("importance") == ["l1", "l2"]
+    assert registry.names("importance") == ["l1", "l2", "lamp"]
     assert registry.names("scheduler") == ["cubic", "geometric", "one_shot"]
     assert registry.names("distillation_loss") == ["hinton", "mse"]

@@ -33,6 +33,7 @@ _LAZY = {
     "export": "squeezer.artifact",
     "load": "squeezer.artifact",
     "inspect": "squeezer.artifact",
+    "Compression": "squeezer.session",
 }
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from squeezer.compress.targets import Targets
     from squeezer.pipeline import run
     from squeezer.recipe import Recipe, load_recipe
+    from squeezer.session import Compression
 
 
 def __getattr__(name: str) -> Any:
@@ -53,6 +55,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "ArtifactError",
+    "Compression",
     "ConfigError",
     "PluginError",
     "Recipe",

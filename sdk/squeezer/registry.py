@@ -10,7 +10,7 @@ from typing import Any
 
 import attrs
 
-from squeezer.errors import ConfigError, PluginError, UnknownStrategyError
+from squeezer.errors import ConfigError, PluginError, SqueezerError, UnknownStrategyError
 
 KINDS: tuple[str, ...] = ("importance", "scheduler", "quantizer", "distillation_loss")
 KIND_HOOKS: Mapping[str, str] = {
@@ -122,7 +122,12 @@ class Registry:
         except UnknownStrategyError as exc:
             raise UnknownStrategyError(f"{prefix}{exc}") from None
         options = dict(options or {})
-        known = {a.name for a in attrs.fields(info.cls) if a.init}
+        fields = [a for a in attrs.fields(info.cls) if a.init]
+        known = {a.name for a in fields}
+        missing = [a.name for a in fields if a.default is attrs.NOTHING and a.name not in options]
+        if missing:
+            raise ConfigError(f"{prefix}{kind} {name!r} needs option {missing[0]!r} (e.g. {{ name = {name!r}, "
+                              f"{missing[0]} = ... }})")
         unknown = sorted(set(options) - known)
         if unknown:
             raise ConfigError(
@@ -137,6 +142,13 @@ class Registry:
         except (TypeError, ValueError) as exc:
             first = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
             raise ConfigError(f"{prefix}{kind} {name!r}: {first}") from None
+        except SqueezerError:
+            raise
+        except Exception as exc:  # a bug in the plugin's class, not a bad option
+            raise PluginError(
+                f"{prefix}{kind} {name!r} (plugin {info.plugin!r}) raised while being built: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
 
 
 def _field_types(cls: type) -> dict[str, Any]:

@@ -280,7 +280,7 @@ def test_recipe_schema_json_covers_sections_stages_and_plugins() -> None:
     assert set(doc["stages"]) == set(STAGE_TYPES)
     prune = {f["name"]: f for f in doc["stages"]["prune"]["fields"]}
     assert prune["scheduler"]["required"] is True
-    assert prune["min_density"]["default"] == 0.02 and prune["min_density"]["type"] == "float"
+    assert prune["min_density"]["default"] == 0.005 and prune["min_density"]["type"] == "float"
     assert prune["min_density"]["help"]
     assert prune["importance"]["default"] == {"name": "l1", "options": {}}
     registry = squeezer.load_registry()

@@ -349,7 +349,7 @@ def test_classes_needing_options_are_reported() -> None:
 
 
 def test_fixture_squeezer_registry(squeezer_registry: Registry) -> None:
-    assert squeezer_registry.names("importance") == ["l1", "l2"]
+    assert squeezer_registry.names("importance") == ["l1", "l2", "lamp"]
     assert squeezer_registry is not REGISTRY
 
 

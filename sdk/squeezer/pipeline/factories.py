@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import Any
 
 from squeezer.errors import ConfigError
 from squeezer.recipe.configs import Factory
 
 
+def _cwd_importable() -> None:
+    """Factories in the user's working directory import as they would with ``python -m``
+    (the ``squeezer`` console script does not put the working directory on ``sys.path``)."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+
+
 def resolve(path: str, where: str) -> Any:
     """Import ``pkg.module:attr``; errors name the recipe field."""
     module_name, _, attr = path.partition(":")
+    _cwd_importable()
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:

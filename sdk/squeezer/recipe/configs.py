@@ -104,7 +104,9 @@ class PruneStage(Stage):
     quantizer: QuantizerChoice | None = _help("quantizer for QAT between rounds (none: prune only)", default=None)
     scope: str = _help("'global' (rank all weights together) or 'layer'", default="global",
                        validator=attrs.validators.in_(("global", "layer")))
-    min_density: float = _help("fraction every layer keeps under global pruning", default=0.02, validator=_fraction)
+    min_density: float = _help(
+        "fraction every layer keeps under global pruning (and always one weight); keep it well below "
+        "1 - target, or every layer ends at exactly this density", default=0.005, validator=_fraction)
     epochs_per_round: int = _help("training epochs after each pruning round", default=2, validator=_epochs)
     calibration_batches: int = _help("batches for gradient-based importance", default=8,
                                      validator=attrs.validators.ge(1))
