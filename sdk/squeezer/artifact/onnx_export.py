@@ -43,11 +43,12 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from squeezer.artifact.codes import checked_codes
 from squeezer.artifact.writer import _atomic_write
 from squeezer.compress.model import bake, original
 from squeezer.compress.targets import get_submodule_and_attr
 from squeezer.compress.weight import CompressedWeight, compressed_weights, view
-from squeezer.errors import ArtifactError, PluginError
+from squeezer.errors import ArtifactError
 
 StrPath = str | os.PathLike[str]
 
@@ -188,24 +189,7 @@ def _quantize(model: nn.Module, path: str, p: CompressedWeight) -> _QuantizedWei
     w = original(model, path).detach()
     mask = p.mask.detach().to(device=w.device, dtype=torch.bool)
     kept = torch.where(mask, w, w.new_zeros(()))
-    quantize = getattr(q, "quantize", None)
-    if not callable(quantize):
-        raise PluginError(f"{source}: quantizer for {path} has no quantize() returning (codes, scale)")
-    codes, scale = quantize(kept)
-    student = q(kept)
-    if not isinstance(codes, torch.Tensor) or codes.shape != w.shape:
-        raise PluginError(f"{source}: quantize() for {path} must return codes of shape {tuple(w.shape)}")
-    if not isinstance(scale, torch.Tensor) or not scale.is_floating_point():
-        raise PluginError(f"{source}: quantize() for {path} must return a floating scale tensor")
-    codes = torch.where(mask, codes, codes.new_zeros(()))
-    try:
-        recon = codes.to(scale.dtype) * scale
-    except RuntimeError as e:
-        raise PluginError(f"{source}: scale of {path} does not broadcast to its weight ({e})") from e
-    if recon.shape != w.shape or not torch.equal(recon, student):
-        raise PluginError(f"{source}: for {path}, codes * scale from quantize() differ from the quantizer's output")
-    if codes.is_floating_point() and not bool((codes == codes.round()).all()):
-        raise PluginError(f"{source}: quantize() for {path} returned non-integer codes")
+    codes, scale = checked_codes(q, kept, mask, path, source)
 
     if scale.numel() == 1:
         flat_scale = scale.reshape(())

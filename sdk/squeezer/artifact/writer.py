@@ -17,6 +17,7 @@ from torch import nn
 
 from squeezer.artifact import format as fmt
 from squeezer.artifact.bitpack import MAX_BITS, pack_bits
+from squeezer.artifact.codes import checked_codes
 from squeezer.artifact.maskcode import encode_mask
 from squeezer.artifact.report import ArtifactReport, build_report
 from squeezer.compress.model import original
@@ -136,26 +137,8 @@ def _layer(
         raise ArtifactError(
             f"{path}: {source} has bits={getattr(q, 'bits', None)!r}; artifacts pack 1..{MAX_BITS} bits"
         )
-    quantize = getattr(q, "quantize", None)
-    if not callable(quantize):
-        raise PluginError(f"{source}: quantizer for {path} has no quantize() returning (codes, scale)")
-    codes, scale = quantize(kept)
-    student = q(kept)
-    if not isinstance(codes, torch.Tensor) or codes.shape != w.shape:
-        raise PluginError(f"{source}: quantize() for {path} must return codes of shape {tuple(w.shape)}")
-    if not isinstance(scale, torch.Tensor) or not scale.is_floating_point():
-        raise PluginError(f"{source}: quantize() for {path} must return a floating scale tensor")
-    try:
-        recon = torch.where(mask, codes * scale, student.new_zeros(()))
-    except RuntimeError as e:
-        raise PluginError(f"{source}: scale of {path} does not broadcast to its weight ({e})") from e
-    if recon.shape != w.shape or not torch.equal(recon, student):
-        raise PluginError(
-            f"{source}: for {path}, codes * scale from quantize() differ from the quantizer's output"
-        )
+    codes, scale = checked_codes(q, kept, mask, path, source)
     kept_codes = codes[mask]
-    if kept_codes.is_floating_point() and not bool((kept_codes == kept_codes.round()).all()):
-        raise PluginError(f"{source}: quantize() for {path} returned non-integer codes")
     kept_np = kept_codes.to(torch.int64).cpu().numpy()
     qn, qp = _int_attr(q, "qn"), _int_attr(q, "qp")
     lo = int(kept_np.min()) if kept_np.size else 0

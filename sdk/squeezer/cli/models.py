@@ -38,9 +38,7 @@ def val_loader(recipe: Recipe) -> Any:
 
 
 def device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device: unknown device {name!r}") from None
+    """A recipe's ``device`` (see :func:`squeezer.pipeline.runner.resolve_device`)."""
+    from squeezer.pipeline.runner import resolve_device
+
+    return resolve_device(name)

@@ -95,7 +95,7 @@ def run(
     info = distributed.from_env()
     if not info.is_main and not all_ranks:
         sink = discard  # progress and files come from rank 0 only
-    device = distributed.device_for(info, _device(recipe.device))
+    device = distributed.device_for(info, resolve_device(recipe.device))
     torch.manual_seed(recipe.seed)
     ctx = _context(recipe, registry, device, sink, out_dir, state)
     ctx.dist, ctx.recipe_hash = info, _recipe_hash(recipe)
@@ -123,7 +123,8 @@ def _recipe_hash(recipe: Recipe) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _device(name: str) -> torch.device:
+def resolve_device(name: str) -> torch.device:
+    """A recipe's ``device``: 'auto' picks CUDA when available."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
