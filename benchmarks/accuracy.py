@@ -405,8 +405,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated SPARSITY:BITS subset, e.g. '0.98:2' (default: all four)")
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
     ap.add_argument("--min-density", type=float, default=None,
-                    help="squeezer prune stage's min_density (default: the recipe's; note that a min_density of 1 - sparsity "
-                         "forces every layer to exactly that density)")
+                    help="squeezer prune stage's min_density (default: the recipe's; a min_density of "
+                         "1 - sparsity forces every layer to exactly that density)")
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads per process")
     ap.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
     ap.add_argument("--out", type=Path, default=RESULTS / "accuracy.json")

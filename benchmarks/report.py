@@ -70,7 +70,7 @@ def accuracy_section(data: dict[str, Any]) -> list[str]:
     meta, runs = data["meta"], data["runs"]
     good = _ok(runs)
     b = meta["budget"]
-    lines = ["## Accuracy (digits CNN, width 16)", ""]
+    lines = ["## Accuracy (the bundled digits CNN, default width)", ""]
     if meta.get("smoke"):
         lines += [f"> **SMOKE RUN** (epochs scale {meta['epochs_scale']}, {meta['seeds']} seed(s)): "
                   "the figures below only show that the benchmark runs; they say nothing about the goals.", ""]
@@ -82,7 +82,8 @@ def accuracy_section(data: dict[str, Any]) -> list[str]:
         f"Phase 2 {b['warmup_epochs']} warm-up + {b['mutual_epochs']} mutual; a mutual epoch counts as one). "
         f"{meta['seeds']} seed(s) per method and config; torch {meta.get('torch')}, "
         f"{meta.get('threads')} thread(s) per run, {meta.get('jobs')} job(s). Squeezer prune `min_density`: "
-        f"{b.get('min_density') if b.get('min_density') is not None else 'recipe default (0.02)'}.",
+        f"{b.get('min_density') if b.get('min_density') is not None else 'the recipe default'} "
+        "(the bundled recipe prunes globally by LAMP; the plain-PyTorch baseline uses torch's L1Unstructured).",
         "",
         "- **dense FP32**: trained for the whole budget (one run per seed, shared by all configs).",
         "- **plain PyTorch**: dense, then `torch.nn.utils.prune.global_unstructured` (L1, geometric schedule, "
