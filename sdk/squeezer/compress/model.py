@@ -13,7 +13,7 @@ from torch.nn.utils import parametrize
 from squeezer.compress.masks import global_masks, layer_mask
 from squeezer.compress.targets import Resolution, Targets, get_submodule_and_attr, resolve
 from squeezer.compress.weight import CompressedWeight, compressed_weights
-from squeezer.errors import PluginError, TargetError
+from squeezer.errors import PluginError, SqueezerError, TargetError
 
 
 def attach(model: nn.Module, targets: Targets | None = None) -> Resolution:
@@ -95,6 +95,7 @@ def prune(
     Pruned weights stay pruned. ``source`` names the strategy in contract errors.
     """
     check_finite(model)
+    score = _guarded(score, source)
     params = dict(compressed_weights(model))
     if not params:
         raise TargetError("model has no compressed weights; attach targets first")
@@ -125,6 +126,20 @@ def prune(
     return [LayerSparsity(path, p.mask.numel(), int((~p.mask).sum()), targets[path]) for path, p in params.items()]
 
 
+def _guarded(score: ScoreFn, source: str) -> ScoreFn:
+    """``score`` with any exception but a SqueezerError turned into a PluginError naming ``source``."""
+
+    def guarded(path: str, weight: torch.Tensor) -> torch.Tensor:
+        try:
+            return score(path, weight)
+        except SqueezerError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"{source}: scoring {path} raised {type(exc).__name__}: {exc}") from exc
+
+    return guarded
+
+
 def attach_quantizers(
     model: nn.Module, choose: Callable[[str], tuple[str, Any] | None], *, source: str = "quantizer"
 ) -> dict[str, int]:
@@ -144,12 +159,21 @@ def attach_quantizers(
         where = f"{source} {name!r}"
         w = original(model, path).detach()
         masked = torch.where(p.mask, w, w.new_zeros(()))
-        fq = config.build(masked)
-        if not isinstance(fq, nn.Module):
-            raise PluginError(f"{where}: build() for {path} must return an nn.Module, got {type(fq).__name__}")
-        with torch.no_grad():
-            out = fq(masked)
-            zero_out = fq(torch.zeros_like(masked))
+        if not torch.isfinite(masked).all():
+            raise TargetError(f"{path}: weight contains NaN or Inf; cannot quantize it")
+        try:
+            fq = config.build(masked)
+            if not isinstance(fq, nn.Module):
+                raise PluginError(f"{where}: build() for {path} must return an nn.Module, got {type(fq).__name__}")
+            with torch.no_grad():
+                out = fq(masked)
+                zero_out = fq(torch.zeros_like(masked))
+        except SqueezerError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"{where}: quantizer for {path} raised {type(exc).__name__}: {exc}") from exc
+        if not isinstance(out, torch.Tensor) or not isinstance(zero_out, torch.Tensor):
+            raise PluginError(f"{where}: quantizer for {path} must return a tensor, got {type(out).__name__}")
         if out.shape != masked.shape or out.dtype != masked.dtype:
             raise PluginError(
                 f"{where}: quantizer for {path} changed shape/dtype {tuple(masked.shape)} {masked.dtype} "
@@ -157,6 +181,8 @@ def attach_quantizers(
             )
         if bool((zero_out != 0).any()):
             raise PluginError(f"{where}: quantizer for {path} does not map 0 to 0 (pruned weights would revive)")
+        if not torch.isfinite(out).all():
+            raise PluginError(f"{where}: quantizer for {path} returned NaN or Inf for finite weights")
         p.quantizer = fq.to(w.device)
         p.quantizer_spec = {"name": name, "options": attrs.asdict(config)}
         bits[path] = int(getattr(fq, "bits", 32))

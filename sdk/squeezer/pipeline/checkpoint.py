@@ -1,7 +1,12 @@
-"""Atomic, pickle-free checkpoints: safetensors for tensors, JSON metadata inside the same file."""
+"""Atomic, pickle-free checkpoints: safetensors for tensors, JSON metadata inside the same file.
+
+The metadata holds a SHA-256 over itself and every tensor (name, dtype, shape, bytes), so a
+truncated, bit-flipped or edited checkpoint is refused instead of resuming from wrong weights.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -16,7 +21,7 @@ from safetensors.torch import save as st_save
 from squeezer.errors import ArtifactError
 
 FORMAT = "squeezer-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: with a checksum
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -29,16 +34,35 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.filename in (None, tmp):  # name the file the user knows
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
+
+
+def _digest(header: dict[str, Any], tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the header (without ``sha256``, canonical JSON) and every tensor in name order."""
+    h = hashlib.sha256()
+    body = {k: v for k, v in header.items() if k != "sha256"}
+    h.update(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+    for name in sorted(tensors):
+        t = tensors[name].detach().cpu().contiguous().reshape(-1)
+        h.update(f"\0{name}\0{t.dtype}\0{list(tensors[name].shape)}\0".encode())
+        if t.numel():
+            array: Any = t.view(torch.uint8).numpy()  # a buffer; numpy's stubs do not say so
+            h.update(memoryview(array))
+    return h.hexdigest()
 
 
 def save(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     """Save tensors and JSON-able ``meta`` atomically."""
     payload = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
-    header = {"format": FORMAT, "version": VERSION, "meta": meta}
+    header: dict[str, Any] = {"format": FORMAT, "version": VERSION, "meta": meta}
+    header["sha256"] = _digest(header, payload)
     atomic_write_bytes(path, st_save(payload, metadata={"squeezer": json.dumps(header)}))
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed mid-write
+        stale.unlink(missing_ok=True)
 
 
 def load(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -52,14 +76,19 @@ def load(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         header_len = int.from_bytes(data[:8], "little")
         header = json.loads(data[8 : 8 + header_len])
         doc = json.loads(header["__metadata__"]["squeezer"])
-    except (SafetensorError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+    except (SafetensorError, ValueError, KeyError, TypeError, UnicodeDecodeError, RecursionError) as exc:
         raise ArtifactError(f"{path}: not a squeezer checkpoint or corrupt ({type(exc).__name__})") from None
-    if doc.get("format") != FORMAT:
-        raise ArtifactError(f"{path}: not a squeezer checkpoint (format {doc.get('format')!r})")
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        found = doc.get("format") if isinstance(doc, dict) else None
+        raise ArtifactError(f"{path}: not a squeezer checkpoint (format {found!r})")
     if doc.get("version") != VERSION:
         raise ArtifactError(
-            f"{path}: checkpoint version {doc.get('version')} is not supported (this squeezer reads {VERSION})"
+            f"{path}: checkpoint version {doc.get('version')!r} is not supported (this squeezer reads {VERSION})"
         )
+    if not isinstance(doc.get("meta"), dict) or not isinstance(doc.get("sha256"), str):
+        raise ArtifactError(f"{path}: corrupt checkpoint (metadata without 'meta' or 'sha256')")
+    if _digest(doc, tensors) != doc["sha256"]:
+        raise ArtifactError(f"{path}: checkpoint checksum mismatch (corrupt or modified); refusing to load it")
     return tensors, doc["meta"]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import math
 import re
 import tomllib
 import types
@@ -49,6 +50,8 @@ def parse_recipe(text: str, *, source: str = "<recipe>", registry: Registry | No
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per nesting level
+        raise ConfigError(f"{source}: invalid TOML: arrays or tables nested too deeply") from None
     recipe = recipe_from_dict(data, source=source)
     if registry is not None:
         check_strategies(recipe, registry)
@@ -62,7 +65,7 @@ def recipe_from_dict(data: Mapping[str, Any], *, source: str = "<recipe>") -> Re
     data = dict(data)
     for section in ("model", "data"):
         if section in data and isinstance(data[section], Mapping):
-            data[section] = _factory_table(data[section])
+            data[section] = _factory_table(data[section], section, source)
     stages = data.get("stages")
     if "stages" in data:
         if not isinstance(stages, list):
@@ -79,10 +82,20 @@ def validator_message(exc: BaseException) -> str:
     return first if isinstance(first, str) else str(exc)
 
 
-def _factory_table(table: Mapping[str, Any]) -> dict[str, Any]:
+def _options(table: dict[str, Any], path: str, source: str) -> dict[str, Any]:
+    """Pop ``options`` from a table: absent or a table (anything else names the field)."""
+    options = table.pop("options", None)
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise ConfigError(f"{source}: {path}.options: must be a table, got {_kind(options)}")
+    return dict(options)
+
+
+def _factory_table(table: Mapping[str, Any], path: str, source: str) -> dict[str, Any]:
     """``[model]`` keys other than ``factory``/``options`` are the factory's keyword arguments."""
     table = dict(table)
-    options = dict(table.pop("options", {}) or {})
+    options = _options(table, path, source)
     factory = table.pop("factory", None)
     options.update(table)
     out: dict[str, Any] = {"options": options}
@@ -96,11 +109,11 @@ def _stage(raw: Any, path: str, source: str, training: Mapping[str, Any]) -> Sta
         raise ConfigError(f"{source}: {path}: must be a table, got {_kind(raw)}")
     raw = dict(raw)
     kind = raw.pop("type", None)
-    if kind not in STAGE_TYPES:
+    if not isinstance(kind, str) or kind not in STAGE_TYPES:
         valid = ", ".join(STAGE_TYPES)
         close = difflib.get_close_matches(str(kind), list(STAGE_TYPES), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
-        what = "missing 'type'" if kind is None else f"unknown stage type {kind!r}{hint}"
+        what = "missing 'type'" if kind is None else f"unknown stage type {_short(kind)}{hint}"
         raise ConfigError(f"{source}: {path}.type: {what} (valid: {valid})")
     optim = {k: raw.pop(k) for k in list(raw) if k in _OPTIM_KEYS}
     if optim:  # a stage's optimizer settings override [training], field by field
@@ -113,7 +126,15 @@ def _kind(value: Any) -> str:
             float: "a float"}.get(type(value), type(value).__name__)
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters (a value in a message may be arbitrarily large)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
+
 def _join(path: str, name: str) -> str:
+    if not re.fullmatch(r"[\w-]+", name, re.ASCII):  # a key with spaces, newlines or symbols: quote it
+        name = _short(name)
     return f"{path}.{name}" if path else name
 
 
@@ -179,6 +200,8 @@ def _convert(hint: Any, value: Any, path: str, source: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{source}: {path}: must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{source}: {path}: must be a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -194,22 +217,23 @@ def _strategy_table(value: Any, path: str, source: str) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise ConfigError(f"{source}: {path}: must be a name or a table with 'name', got {_kind(value)}")
     table = dict(value)
-    out: dict[str, Any] = {"options": dict(table.pop("options", {}) or {})}
+    out: dict[str, Any] = {"options": _options(table, path, source)}
     for key in ("name", "overrides"):
         if key in table:
             out[key] = table.pop(key)
     if "overrides" in out and isinstance(out["overrides"], list):
-        out["overrides"] = [_override_table(o) for o in out["overrides"]]
+        out["overrides"] = [_override_table(o, f"{path}.overrides[{i}]", source)
+                            for i, o in enumerate(out["overrides"])]
     out["options"].update(table)
     return out
 
 
-def _override_table(value: Any) -> Any:
+def _override_table(value: Any, path: str, source: str) -> Any:
     if not isinstance(value, Mapping):
         return value
     table = dict(value)
     out = {k: table.pop(k) for k in ("pattern", "skip") if k in table}
-    out["options"] = {**dict(table.pop("options", {}) or {}), **table}
+    out["options"] = {**_options(table, path, source), **table}
     return out
 
 
@@ -238,17 +262,23 @@ def check_strategies(recipe: Recipe, registry: Registry) -> None:
 
 def _check_schedule(scheduler: Any, where: str) -> list[float]:
     """The core's check of a scheduler's output: in [0, 1], non-decreasing, ending at its target."""
-    from squeezer.errors import PluginError
+    from squeezer.errors import PluginError, SqueezerError
 
-    values = [float(v) for v in scheduler.sparsities()]
+    try:
+        values = [float(v) for v in scheduler.sparsities()]
+        target = float(scheduler.target)
+    except SqueezerError:
+        raise
+    except Exception as exc:  # a bug in the plugin, or a value that is not a number
+        raise PluginError(f"{where}: sparsities() failed: {type(exc).__name__}: {exc}") from exc
     if not values:
         raise PluginError(f"{where}: schedule is empty")
     if any(not 0.0 <= v <= 1.0 for v in values):
         raise PluginError(f"{where}: schedule values must lie in [0, 1], got {values}")
     if any(b < a for a, b in itertools.pairwise(values)):
         raise PluginError(f"{where}: schedule decreases sparsity ({values}); pruned weights cannot revive")
-    if abs(values[-1] - float(scheduler.target)) > 1e-9:
-        raise PluginError(f"{where}: schedule ends at {values[-1]}, not at its target {scheduler.target}")
+    if abs(values[-1] - target) > 1e-9:
+        raise PluginError(f"{where}: schedule ends at {values[-1]}, not at its target {target}")
     return values
 
 
