@@ -54,8 +54,10 @@ def make_plugin_manager(
     _load_entry_points(pm, third_party=autoload, blocked=blocked)
     for plugin in plugins:
         name = getattr(plugin, "__name__", None) or type(plugin).__name__
+        if pm.get_plugin(name) is not None:
+            name = f"{name}-{id(plugin):x}"
         try:
-            pm.register(plugin)
+            pm.register(plugin, name=name)
         except (pluggy.PluginValidationError, ValueError) as exc:
             raise PluginError(f"plugin {name!r} is invalid: {exc}") from exc
     try:

@@ -81,7 +81,6 @@ def test_bad_model_through_the_cli(tmp_path: Path, case: str) -> None:
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))
 
 
-@pytest.mark.xfail(strict=False, reason="pipeline/factories.py wraps only TypeError; fix there")
 def test_a_factory_that_raises_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="model"):
         squeezer.run(parse_recipe(recipe_text("raises", stage='type = "train"')), out=tmp_path / "out")

@@ -7,7 +7,7 @@ import os
 import sys
 from typing import Any
 
-from squeezer.errors import ConfigError
+from squeezer.errors import ConfigError, SqueezerError
 from squeezer.recipe.configs import Factory
 
 
@@ -41,5 +41,9 @@ def call_factory(factory: Factory, where: str) -> Any:
     fn = resolve(factory.factory, where)
     try:
         return fn(**factory.options)
+    except SqueezerError:
+        raise
     except TypeError as exc:
         raise ConfigError(f"{where}: factory {factory.factory!r} rejected its options: {exc}") from None
+    except Exception as exc:
+        raise ConfigError(f"{where}: factory {factory.factory!r} raised {type(exc).__name__}: {exc}") from exc

@@ -74,6 +74,8 @@ def run(
     check_strategies(recipe, registry)
 
     out_dir = Path(recipe.output_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir}: output path exists and is not a directory")
     ckpt_path = out_dir / CHECKPOINT
     state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
     if resume:

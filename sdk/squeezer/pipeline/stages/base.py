@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -10,7 +11,7 @@ from torch import nn
 from squeezer.compress.weight import compressed_weights
 from squeezer.pipeline.context import Context
 from squeezer.pipeline.training import batch_to, evaluate
-from squeezer.recipe.configs import Stage
+from squeezer.recipe.configs import Stage, Strategy
 
 
 class StageRunner:
@@ -69,6 +70,30 @@ class StageRunner:
 
     def accuracy(self) -> float:
         return evaluate(self.ctx.model, self.ctx.val_loader, self.ctx.device)[1]
+
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def distillation_loss(ctx: Context, strategy: Strategy, where: str) -> LossFn:
+    """The recipe's distillation loss, guarded: a raise or a non-scalar result names its plugin."""
+    from squeezer.errors import PluginError
+
+    name = strategy.name
+    loss = ctx.registry.create("distillation_loss", name, strategy.options, where=where)
+    plugin = ctx.registry.get("distillation_loss", name).plugin
+
+    def call(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        try:
+            value = loss(student, teacher)
+        except Exception as exc:
+            raise PluginError(f"distillation loss {name!r} (plugin {plugin!r}) raised "
+                              f"{type(exc).__name__}: {exc}") from exc
+        if not isinstance(value, torch.Tensor) or value.dim() != 0:
+            raise PluginError(f"distillation loss {name!r} (plugin {plugin!r}) must return a scalar tensor")
+        return value
+
+    return call
 
 
 def split_originals(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

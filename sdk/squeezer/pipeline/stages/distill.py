@@ -11,7 +11,7 @@ from torch import nn
 
 from squeezer import compress
 from squeezer.pipeline.factories import call_factory
-from squeezer.pipeline.stages.base import StageRunner
+from squeezer.pipeline.stages.base import StageRunner, distillation_loss
 from squeezer.pipeline.training import batch_to
 from squeezer.recipe.configs import DistillStage
 
@@ -21,9 +21,7 @@ class DistillRunner(StageRunner):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        d = self.cfg.distillation
-        self.loss = self.ctx.registry.create("distillation_loss", d.name, d.options,
-                                             where=f"stages[{self.index}].distillation")
+        self.loss = distillation_loss(self.ctx, self.cfg.distillation, f"stages[{self.index}].distillation")
         self.teacher: nn.Module | None = None
 
     def prepare(self, resuming: bool) -> None:

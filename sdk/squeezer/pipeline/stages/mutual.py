@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from squeezer.compress.teacher import SelfTeacher
-from squeezer.pipeline.stages.base import StageRunner, split_originals
+from squeezer.pipeline.stages.base import StageRunner, distillation_loss, split_originals
 from squeezer.pipeline.training import batch_to, evaluate
 from squeezer.recipe.configs import MutualStage
 
@@ -39,9 +39,7 @@ class MutualRunner(StageRunner):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        d = self.cfg.distillation
-        self.loss = self.ctx.registry.create("distillation_loss", d.name, d.options,
-                                             where=f"stages[{self.index}].distillation")
+        self.loss = distillation_loss(self.ctx, self.cfg.distillation, f"stages[{self.index}].distillation")
         self.teacher: SelfTeacher | None = None
 
     def epochs(self) -> int:
@@ -81,12 +79,7 @@ class MutualRunner(StageRunner):
         return loss_s + loss_t, {"student_loss": float(loss_s.detach()), "teacher_loss": float(loss_t.detach())}
 
     def _kd(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        value = self.loss(student, teacher)
-        if not isinstance(value, torch.Tensor) or value.dim() != 0:
-            from squeezer.errors import PluginError
-
-            raise PluginError(f"distillation loss {self.cfg.distillation.name!r} must return a scalar tensor")
-        return value
+        return self.loss(student, teacher)
 
     def epoch_metrics(self) -> dict[str, float]:
         assert self.teacher is not None

@@ -63,7 +63,8 @@ class PruneRunner(StageRunner):
 
         layers = compress.prune(
             self.ctx.model, score, self.schedule[r], scope=self.cfg.scope,
-            min_density=self.cfg.min_density, source=f"importance {name!r}",
+            min_density=self.cfg.min_density,
+            source=f"importance {name!r} (plugin {self.ctx.registry.get('importance', name).plugin!r})",
         )
         if optimizer is not None:
             _forget_pruned(self.ctx.model, optimizer)
