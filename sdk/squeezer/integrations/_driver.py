@@ -1,0 +1,272 @@
+"""What both trainer integrations share: a :class:`~squeezer.session.Compression` from a recipe,
+counting optimizer steps, param groups added to an optimizer the trainer owns (and to its LR
+schedulers), Phase 2 set-up, and gradient averaging for parameters DDP does not know about.
+
+Nothing here imports a trainer library.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+
+from squeezer.compress.teacher import SelfTeacher
+from squeezer.compress.weight import compressed_weights
+from squeezer.errors import ConfigError
+from squeezer.recipe.configs import MutualStage, PruneStage, Recipe
+from squeezer.registry import Registry
+from squeezer.session import Compression
+
+#: what an integration accepts: a ready :class:`Compression`, a loaded recipe, or a recipe file
+Source = Compression | Recipe | str | os.PathLike[str]
+
+
+def unwrap_optimizer(optimizer: Any) -> torch.optim.Optimizer | None:
+    """The torch optimizer behind a trainer's wrapper (accelerate's ``AcceleratedOptimizer``,
+    Lightning's ``LightningOptimizer``), or ``None``."""
+    seen = 0
+    while optimizer is not None and seen < 4:
+        inner = getattr(optimizer, "optimizer", None)
+        if inner is None or inner is optimizer:
+            break
+        optimizer, seen = inner, seen + 1
+    return optimizer if isinstance(optimizer, torch.optim.Optimizer) else None
+
+
+def cover_new_groups(optimizer: torch.optim.Optimizer, schedulers: Iterable[Any], known: int) -> None:
+    """Let LR schedulers built for the first ``known`` param groups drive the groups added since.
+
+    torch's schedulers keep one entry per group (``base_lrs``, ``lr_lambdas``, ``min_lrs``) and
+    zip them strictly with ``param_groups``; a new group gets group 0's schedule (its keys the
+    scheduler wrote, such as ``initial_lr``, and its lambda).
+    """
+    groups = optimizer.param_groups
+    if len(groups) <= known:
+        return
+    first = groups[0]
+    for group in groups[known:]:
+        for key, value in first.items():
+            if key not in group:
+                group[key] = value
+        group.setdefault("initial_lr", group["lr"])
+    for scheduler in schedulers:
+        while scheduler is not None and not hasattr(scheduler, "base_lrs") and hasattr(scheduler, "scheduler"):
+            scheduler = scheduler.scheduler  # accelerate's AcceleratedScheduler
+        if scheduler is None:
+            continue
+        for attr in ("base_lrs", "lr_lambdas", "min_lrs"):
+            values = getattr(scheduler, attr, None)
+            if not isinstance(values, list) or len(values) != known:
+                continue
+            for group in groups[known:]:
+                values.append(group["initial_lr"] if attr == "base_lrs" else values[0])
+
+
+def no_decay_on_originals(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Move the compressed weights' stored tensors into param groups without weight decay.
+
+    In Phase 2 the student and the teacher share that storage; decay would move entries a step
+    does not own (as the ``mutual`` stage does). Other hyperparameters are kept.
+    """
+    originals = {id(compress_original) for compress_original in _originals(model)}
+    for group in list(optimizer.param_groups):
+        if not group.get("weight_decay", 0.0):
+            continue
+        moved = [p for p in group["params"] if id(p) in originals]
+        if not moved:
+            continue
+        group["params"] = [p for p in group["params"] if id(p) not in originals]
+        new = {k: v for k, v in group.items() if k != "params"}
+        new["weight_decay"] = 0.0
+        optimizer.add_param_group({"params": moved, **new})
+
+
+def _originals(model: nn.Module) -> list[torch.Tensor]:
+    from squeezer import compress
+
+    return [compress.original(model, path) for path, _ in compressed_weights(model)]
+
+
+def average_gradients(params: Iterable[torch.Tensor]) -> None:
+    """All-reduce (mean) the gradients of ``params`` across the default process group, for
+    parameters created after DDP wrapped the model (quantizer steps, teacher copies)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return
+    world = dist.get_world_size()
+    for p in params:
+        grad = p.grad if p.grad is not None else torch.zeros_like(p)
+        dist.all_reduce(grad)
+        grad /= world
+        p.grad = grad
+
+
+@attrs.frozen(kw_only=True)
+class MutualSettings:
+    """Phase 2 as a callback runs it (the fields of a recipe's ``mutual`` stage it uses)."""
+
+    warmup_epochs: int = 1
+    kd_weight: float = 1.0
+    teacher_quantized: bool = True
+    teacher_owns: tuple[str, ...] = ("norm",)
+
+    @classmethod
+    def of(cls, stage: MutualStage) -> MutualSettings:
+        return cls(warmup_epochs=stage.warmup_epochs, kd_weight=stage.kd_weight,
+                   teacher_quantized=stage.teacher_quantized, teacher_owns=tuple(stage.teacher_owns))
+
+
+class Plan:
+    """How to build the :class:`Compression` once the model exists, and Phase 2's settings."""
+
+    def __init__(self, source: Source, *, prune_every: int | None, mutual: bool | MutualStage | None,
+                 registry: Registry | None) -> None:
+        if isinstance(prune_every, bool) or (prune_every is not None and (not isinstance(prune_every, int)
+                                                                          or prune_every < 1)):
+            raise ConfigError(f"prune_every: must be a positive integer, got {prune_every!r}")
+        self.compression: Compression | None = None
+        self.recipe: Recipe | None = None
+        self.prune_stage: PruneStage | None = None
+        self.registry = registry
+        self.prune_every = prune_every
+        recipe_mutual: MutualStage | None = None
+        if isinstance(source, Compression):
+            if prune_every is not None:
+                raise ConfigError("prune_every: set it on the Compression you pass, not on the callback")
+            self.compression = source
+            self.registry = source.registry
+        else:
+            if isinstance(source, Recipe):
+                self.recipe = source
+            elif isinstance(source, str | os.PathLike):
+                from squeezer.recipe import load_recipe
+
+                if self.registry is None:
+                    from squeezer.plugin_manager import load_registry
+
+                    self.registry = load_registry()
+                self.recipe = load_recipe(os.fspath(source), self.registry)
+            else:
+                raise ConfigError(f"expected a Compression, a Recipe or a recipe path, got {type(source).__name__}")
+            prunes = [s for s in self.recipe.stages if isinstance(s, PruneStage)]
+            if len(prunes) != 1:
+                raise ConfigError(f"{self.recipe.source}: a trainer callback runs exactly one prune stage, "
+                                  f"the recipe has {len(prunes)}")
+            self.prune_stage = prunes[0]
+            q = self.prune_stage.quantizer
+            if q is not None and q.overrides:
+                raise ConfigError(f"{self.recipe.source}: per-layer quantizer overrides are not supported by "
+                                  "the trainer callbacks; use one quantizer setting for every layer")
+            recipe_mutual = next((s for s in self.recipe.stages if isinstance(s, MutualStage)), None)
+        if mutual is None:
+            mutual = recipe_mutual if recipe_mutual is not None else False
+        elif mutual is True:
+            mutual = recipe_mutual if recipe_mutual is not None else MutualStage()
+        self.mutual_stage: MutualStage | None = mutual if isinstance(mutual, MutualStage) else None
+        self.mutual = MutualSettings.of(self.mutual_stage) if self.mutual_stage is not None else None
+
+    def build(self, model: nn.Module) -> Compression:
+        """The Compression (built on ``model`` from the recipe on first call); ``prune_every`` may
+        still be unknown (it is set by :meth:`set_steps_per_epoch`)."""
+        if self.compression is not None:
+            return self.compression
+        stage, recipe = self.prune_stage, self.recipe
+        assert stage is not None and recipe is not None
+        quantizer = None if stage.quantizer is None else (stage.quantizer.name, dict(stage.quantizer.options))
+        extra: dict[str, Any] = {}
+        if self.mutual_stage is not None:
+            d = self.mutual_stage.distillation
+            extra["distillation"] = (d.name, dict(d.options))
+        self.compression = Compression(
+            model, targets=recipe.targets,
+            importance=(stage.importance.name, dict(stage.importance.options)),
+            schedule=(stage.scheduler.name, dict(stage.scheduler.options)),
+            quantizer=quantizer, scope=stage.scope, min_density=stage.min_density,
+            prune_every=self.prune_every or 1, registry=self.registry, **extra,
+        )
+        return self.compression
+
+    def set_steps_per_epoch(self, steps: float | None) -> None:
+        """From a recipe without an explicit ``prune_every``: one round per ``epochs_per_round``
+        epochs of ``steps`` optimizer steps."""
+        if self.prune_every is not None or self.prune_stage is None or self.compression is None:
+            return
+        if steps is None or steps != steps or steps in (float("inf"),) or steps < 1:
+            raise ConfigError("prune_every: the number of steps per epoch is unknown (a data loader without "
+                              "len()); pass prune_every= to the callback")
+        self.prune_every = max(1, int(steps) * max(1, self.prune_stage.epochs_per_round))
+        self.compression.prune_every = self.prune_every
+
+
+class Driver:
+    """Per-step bookkeeping around a :class:`Compression` for a trainer that owns the optimizer."""
+
+    def __init__(self, compression: Compression) -> None:
+        self.compression = compression
+        self.added: list[torch.Tensor] = []  # parameters created during training (for DDP averaging)
+        self._pending: list[torch.Tensor] = []  # created while no optimizer was available
+        self.done_at_epoch: int | None = None
+
+    def step(self, optimizer: Any, schedulers: Iterable[Any] = (), epoch: int = 0) -> bool:
+        """Count one optimizer step; returns True when it pruned. New parameters join
+        ``optimizer`` (now, or when one is first given) and ``schedulers`` drive them."""
+        comp = self.compression
+        opt = unwrap_optimizer(optimizer)
+        schedulers = list(schedulers)
+        self._flush(opt, schedulers)
+        before = {id(p) for p in comp.model.parameters()}
+        known = len(opt.param_groups) if opt is not None else 0
+        pruned = comp.step(opt) is not None
+        new = [p for p in comp.model.parameters() if id(p) not in before and p.requires_grad]
+        self.added += new
+        if opt is None:
+            self._pending += new
+        else:
+            cover_new_groups(opt, schedulers, known)
+        if pruned and comp.done and self.done_at_epoch is None:
+            self.done_at_epoch = epoch
+        return pruned
+
+    def _flush(self, opt: torch.optim.Optimizer | None, schedulers: list[Any]) -> None:
+        if opt is None or not self._pending:
+            return
+        known = len(opt.param_groups)
+        opt.add_param_group({"params": self._pending})
+        self._pending = []
+        cover_new_groups(opt, schedulers, known)
+
+    def start_mutual(self, settings: MutualSettings, optimizer: Any, schedulers: Iterable[Any] = ()) -> SelfTeacher:
+        """Phase 2: build the self-teacher, add its parameters to ``optimizer`` and take weight
+        decay off the shared storage."""
+        opt = unwrap_optimizer(optimizer)
+        if opt is None:
+            raise ConfigError("Phase 2 needs the trainer's optimizer, and none was found")
+        schedulers = list(schedulers)
+        known = len(opt.param_groups)
+        no_decay_on_originals(self.compression.model, opt)
+        teacher = self.compression.self_teacher(opt, owns=settings.teacher_owns, quantized=settings.teacher_quantized)
+        self.added += [p for p in teacher.parameters() if p.requires_grad]
+        cover_new_groups(opt, schedulers, known)
+        return teacher
+
+
+def check_part_of(model: nn.Module, root: nn.Module, where: str) -> None:
+    """``model`` must be ``root`` or one of its submodules."""
+    if not any(m is model for m in root.modules()):
+        raise ConfigError(f"{where}: the Compression's model is not part of the trained model")
+
+
+def submodule(root: nn.Module, path: str | None) -> nn.Module:
+    """``root`` or its submodule at the dotted ``path``."""
+    if not path:
+        return root
+    try:
+        return root.get_submodule(path)
+    except AttributeError as exc:
+        raise ConfigError(f"module: {type(root).__name__} has no submodule {path!r}") from exc

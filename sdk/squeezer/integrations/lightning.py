@@ -1,0 +1,205 @@
+"""Compression inside your own ``LightningModule`` and ``Trainer``: a Lightning ``Callback``.
+
+::
+
+    from squeezer.integrations.lightning import SqueezerCallback
+
+    callback = SqueezerCallback("recipe.toml", export="model.safetensors")   # or a Compression
+    trainer = L.Trainer(max_epochs=8, callbacks=[callback])
+    trainer.fit(module, train_loader)
+
+What the callback does, on a :class:`squeezer.session.Compression` (built on the module, or on its
+submodule ``module=``, from the recipe's ``prune`` stage; or the one you pass):
+
+- ``setup``: masks on the targeted weights (before ``configure_optimizers`` and DDP wrapping);
+- after every optimizer step (``on_train_batch_end``; gradient accumulation counts once):
+  :meth:`Compression.step`, which prunes every ``prune_every`` steps (from a recipe: one round per
+  ``epochs_per_round`` epochs) and adds the quantizers' parameters to ``trainer.optimizers[i]``
+  (and to its LR schedulers);
+- Phase 2 (with ``mutual``): from the first epoch after the last pruning round, ``callback.teacher``
+  is the PQK self-teacher (its parameters in the optimizer, no weight decay on the shared
+  storage). Your ``training_step`` calls it and returns :meth:`SqueezerCallback.mutual_loss`; one
+  backward then trains the student's kept weights and the teacher's pruned-away ones;
+- ``on_fit_end``: the artifact written by global rank 0 (``export=``).
+
+Under DDP, the gradients of parameters created during training (quantizer step sizes, the teacher's
+copies), which the DDP wrapper does not know, are averaged across ranks before each optimizer step.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from squeezer.compress.teacher import SelfTeacher
+from squeezer.errors import ConfigError
+from squeezer.integrations._driver import (
+    Driver,
+    MutualSettings,
+    Plan,
+    Source,
+    average_gradients,
+    check_part_of,
+    submodule,
+)
+from squeezer.recipe.configs import MutualStage
+from squeezer.registry import Registry
+from squeezer.session import Compression
+
+__all__ = ["SqueezerCallback"]
+
+
+class SqueezerCallback(pl.Callback):
+    """Prune, quantize and (optionally) run PQK's mutual phase inside ``Trainer.fit``.
+
+    ``source``: a :class:`~squeezer.session.Compression` whose model is the LightningModule or a
+    submodule of it, or a recipe (a ``Recipe`` or a path) with one ``prune`` stage, whose
+    ``targets`` apply to ``module`` (a dotted submodule path; default the whole LightningModule).
+    ``prune_every`` (recipe only): optimizer steps between rounds. ``mutual``: ``True``, a
+    ``MutualStage`` (its ``warmup_epochs``, ``kd_weight``, ``teacher_*``; the distillation loss is
+    the Compression's), or ``None`` for the recipe's ``mutual`` stage if it has one.
+    ``export``: the artifact path written at the end of ``fit``.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        module: str | None = None,
+        prune_every: int | None = None,
+        mutual: bool | MutualStage | None = None,
+        export: str | os.PathLike[str] | None = None,
+        export_info: Mapping[str, Any] | None = None,
+        optimizer_index: int = 0,
+        registry: Registry | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(source, Compression) and module is not None:
+            raise ConfigError("module: the Compression you pass already names its model")
+        self._plan = Plan(source, prune_every=prune_every, mutual=mutual, registry=registry)
+        self.module = module
+        self.export_path = export
+        self.export_info = dict(export_info or {})
+        self.optimizer_index = optimizer_index
+        self._driver: Driver | None = None
+        self._last_step = 0
+        self._mutual_epoch: int | None = None
+        self._teacher_calls = 0
+        self._trainer: pl.Trainer | None = None
+        self.teacher: SelfTeacher | None = None
+        """The self-teacher during Phase 2, else ``None``; call it like the model."""
+
+    # --- access ---------------------------------------------------------------------------
+    @staticmethod
+    def of(trainer: pl.Trainer) -> SqueezerCallback:
+        """The trainer's SqueezerCallback (e.g. ``SqueezerCallback.of(self.trainer)`` in a module)."""
+        found = [c for c in trainer.callbacks if isinstance(c, SqueezerCallback)]  # type: ignore[attr-defined]
+        if len(found) != 1:
+            raise ConfigError(f"expected one SqueezerCallback on the trainer, found {len(found)}")
+        return found[0]
+
+    @property
+    def compression(self) -> Compression:
+        """The :class:`Compression` driven by the callback (built at ``setup`` from a recipe)."""
+        if self._plan.compression is None:
+            raise ConfigError("the callback builds its Compression when Trainer.fit starts")
+        return self._plan.compression
+
+    @property
+    def mutual(self) -> MutualSettings | None:
+        return self._plan.mutual
+
+    @property
+    def kd_weight(self) -> float:
+        """The distillation weight now: 0 during the first ``warmup_epochs`` of Phase 2."""
+        settings, trainer = self._plan.mutual, self._trainer
+        if settings is None or self._mutual_epoch is None or trainer is None:
+            return 0.0
+        return settings.kd_weight if trainer.current_epoch - self._mutual_epoch >= settings.warmup_epochs else 0.0
+
+    def mutual_loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                    targets: torch.Tensor) -> torch.Tensor:
+        """Phase 2's loss of a batch (:meth:`Compression.mutual_loss` with :attr:`kd_weight`)."""
+        return self.compression.mutual_loss(student_logits, teacher_logits, targets, kd_weight=self.kd_weight)
+
+    # --- hooks ----------------------------------------------------------------------------
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        self._trainer = trainer
+        if self._plan.compression is not None:
+            check_part_of(self._plan.compression.model, pl_module, "SqueezerCallback")
+        comp = self._plan.build(submodule(pl_module, self.module))
+        comp.attach()
+        self._driver = Driver(comp)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        batches = trainer.num_training_batches
+        steps = math.ceil(batches / max(1, trainer.accumulate_grad_batches)) if math.isfinite(batches) else None
+        self._plan.set_steps_per_epoch(steps)
+        self._last_step = trainer.global_step
+
+    def _optimizer(self, trainer: pl.Trainer) -> torch.optim.Optimizer | None:
+        optimizers = trainer.optimizers
+        return optimizers[self.optimizer_index] if len(optimizers) > self.optimizer_index else None
+
+    def _schedulers(self, trainer: pl.Trainer) -> list[Any]:
+        return [config.scheduler for config in trainer.lr_scheduler_configs]
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        driver, settings = self._driver, self._plan.mutual
+        if driver is None or settings is None or self.teacher is not None:
+            return
+        if driver.done_at_epoch is None or trainer.current_epoch <= driver.done_at_epoch:
+            return
+        self.teacher = driver.start_mutual(settings, self._optimizer(trainer), self._schedulers(trainer))
+        self.teacher.register_forward_pre_hook(self._count_teacher_call)
+        self._mutual_epoch = trainer.current_epoch
+
+    def _count_teacher_call(self, *_: Any) -> None:
+        self._teacher_calls += 1
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self.teacher is not None:
+            self.teacher.train(pl_module.training)
+
+    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                                 optimizer: torch.optim.Optimizer) -> None:
+        if self._driver is not None and trainer.world_size > 1:
+            average_gradients(self._driver.added)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self._driver is None or trainer.global_step == self._last_step:
+            return  # no optimizer step this batch (gradient accumulation)
+        for _ in range(trainer.global_step - self._last_step):
+            self._driver.step(self._optimizer(trainer), self._schedulers(trainer), trainer.current_epoch)
+        self._last_step = trainer.global_step
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.teacher is not None and self._teacher_calls == 0:
+            warnings.warn("SqueezerCallback: Phase 2 is on but training_step never called callback.teacher, "
+                          "so the teacher's weights are not trained; see squeezer.integrations.lightning",
+                          stacklevel=1)
+        self._teacher_calls = 0
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._driver is None or self.export_path is None:
+            return
+        comp = self._driver.compression
+        if not comp.done:
+            warnings.warn(f"SqueezerCallback: fit ended after {comp.rounds_done} of {len(comp.schedule)} pruning "
+                          "rounds; the artifact is less sparse than scheduled", stacklevel=1)
+        if trainer.is_global_zero:
+            was_training = comp.model.training
+            comp.model.eval()
+            comp.export(self.export_path, info=self.export_info or None)
+            comp.model.train(was_training)
+        trainer.strategy.barrier("squeezer-export")
