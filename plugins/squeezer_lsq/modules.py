@@ -201,6 +201,58 @@ class LsqFakeQuantizer(GridFakeQuantizer):
     def scale(self, v: torch.Tensor) -> torch.Tensor:
         return lsq_step(self.step, self.grad_scale, v.dtype)
 
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        if self.step.dtype != v.dtype:
+            return fake_quantize(v, self.scale(v), self.qn, self.qp)
+        floor = _FLOORS.get(v.dtype) or max(MIN_STEP, torch.finfo(v.dtype).tiny)
+        out: torch.Tensor = _LsqFakeQuantize.apply(v, self.step, self.grad_scale, floor, self.qn, self.qp)
+        return out
+
+
+_FLOORS = {dtype: max(MIN_STEP, torch.finfo(dtype).tiny) for dtype in (torch.float32, torch.float64)}
+
+
+class _LsqFakeQuantize(torch.autograd.Function):
+    """``fake_quantize(v, lsq_step(step, grad_scale, v.dtype), qn, qp)`` as one autograd node.
+
+    The same float operations in the same order, so forward values and both gradients are
+    bitwise those of the composition, which autograd records as about fifteen nodes; one node
+    runs fewer, mostly in-place, operations. For backward it saves ``v / s``, the rounded codes
+    and a boolean "not clipped" mask, where the composition kept ``v`` as well.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, v: torch.Tensor, step: torch.Tensor, grad_scale: float, floor: float, qn: int, qp: int
+    ) -> torch.Tensor:
+        scaled = step * grad_scale
+        s = step.clamp_min(floor) + (scaled - scaled)  # lsq_step's value
+        q = v / s
+        x = q.clamp(-qn, qp)
+        inside = x == q  # -qn <= q <= qp (False for NaN), where clamp passes the gradient
+        # fake_quantize's (round(x) + (x - x)) * s: x - x is +0.0 (x is finite or NaN), and
+        # adding it turns a rounded -0.0 into +0.0 as the composition does
+        a = x.round_().add_(0.0)
+        ctx.save_for_backward(q, a, s, inside)
+        ctx.grad_scale = grad_scale
+        return a * s
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        q, a, s, inside = ctx.saved_tensors
+        grad_v = grad_step = None
+        # mul: d/da = grad * s; straight-through round; clamp passes where -qn <= q <= qp
+        grad_q = torch.where(inside, grad * s, 0.0)
+        if ctx.needs_input_grad[0]:
+            grad_v = grad_q / s  # div: d/dv
+        if ctx.needs_input_grad[1]:
+            # mul: d/ds = grad * a; div: d/ds = -grad_q * ((v / s) / s) with v / s == q
+            # ((-g) * t == -(g * t) bitwise: rounding is symmetric)
+            grad_s = (grad * a).sum_to_size(s.shape) + torch.mul(grad_q, q / s).neg_().sum_to_size(s.shape)
+            grad_step = grad_s * ctx.grad_scale
+        return grad_v, grad_step, None, None, None, None
+
 
 class MinMaxFakeQuantizer(GridFakeQuantizer):
     """Min-max observer baseline: step ``max|v| / Qp`` (per tensor or per channel), recomputed every call.

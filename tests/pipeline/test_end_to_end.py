@@ -46,8 +46,7 @@ def test_recipe_runs_end_to_end(path: Path, tmp_path: Path) -> None:
     assert result.artifact == tmp_path / "model.safetensors" and result.artifact.exists()
     assert 0.0 <= result.accuracy <= 1.0
     assert (tmp_path / "checkpoints" / "last.safetensors").exists()
-    factory = result.records.get("model_factory")
-    model = squeezer.load(result.artifact) if factory else squeezer.load(result.artifact, make_model(width=4))
+    model = squeezer.load(result.artifact)  # built by the factory (and options) the artifact records
     _, accuracy = evaluate(model, make_loaders()[1], torch.device("cpu"))
     assert accuracy == pytest.approx(result.accuracy, abs=1e-9)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -39,6 +39,33 @@ def attach_paths(model: nn.Module, paths: Sequence[str]) -> None:
         if _is_tied(model, weight, path):
             raise TargetError(f"{path}: weight is shared with another module (tied weights are not supported)")
         parametrize.register_parametrization(module, attr, CompressedWeight(weight), unsafe=True)
+        _cache_within_forward(module)
+
+
+def _cache_within_forward(module: nn.Module) -> None:
+    """Compute each compressed weight of ``module`` at most once per call of its forward.
+
+    Some modules read a weight several times per forward: ``nn.MultiheadAttention`` reads
+    ``in_proj_weight`` three times in training (twice in its fast-path checks), and each read
+    would run the mask and the quantizer again. The class ``register_parametrization`` made for
+    ``module`` gets a forward that runs in :func:`torch.nn.utils.parametrize.cached`, so the
+    reads share one value (one autograd node) for the duration of the call. No hook is used:
+    forward hooks on a submodule would disable ``nn.TransformerEncoderLayer``'s fast path.
+    Removing the last parametrization restores the original class (and forward).
+    """
+    cls = type(module)
+    if cls.__dict__.get("_squeezer_cached_forward", False):
+        return
+    inner = cls.forward
+
+    def forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        if torch.jit.is_tracing() or torch.compiler.is_compiling():  # caching refuses tracing
+            return inner(self, *args, **kwargs)
+        with parametrize.cached():
+            return inner(self, *args, **kwargs)
+
+    cls.forward = forward
+    cls._squeezer_cached_forward = True  # type: ignore[attr-defined]
 
 
 def _is_tied(model: nn.Module, weight: torch.Tensor, path: str) -> bool:
@@ -99,31 +126,50 @@ def prune(
     params = dict(compressed_weights(model))
     if not params:
         raise TargetError("model has no compressed weights; attach targets first")
-    scores: dict[str, torch.Tensor] = {}
-    for path in params:
-        w = original(model, path)
-        with torch.no_grad():
-            s = score(path, w)
-        if not isinstance(s, torch.Tensor) or s.shape != w.shape or not s.is_floating_point():
-            got = f"{tuple(s.shape)} {s.dtype}" if isinstance(s, torch.Tensor) else type(s).__name__
-            raise PluginError(f"{source}: score for {path} must be a float tensor of shape {tuple(w.shape)}, got {got}")
-        if torch.isnan(s).any():
-            raise PluginError(f"{source}: score for {path} contains NaN")
-        scores[path] = s
+    # scores are computed (and checked) when the mask arithmetic reads them, one layer at a time,
+    # so that only one layer's score tensor is alive besides the ranking buffer
+    scores = _Scores(model, list(params), score, source)
     current = {path: p.mask for path, p in params.items()}
     if scope == "global":
         if not isinstance(sparsity, float | int):
             raise ValueError("global pruning takes one sparsity")
-        new = global_masks(scores, current, float(sparsity), min_density)
+        # every score is read before the first mask is written: a bad score leaves the masks as they were
+        global_masks(scores, current, float(sparsity), min_density, out=current)
         targets = dict.fromkeys(params, float(sparsity))
     elif scope == "layer":
         targets = {p: float(sparsity[p] if isinstance(sparsity, Mapping) else sparsity) for p in params}
         new = {p: layer_mask(scores[p], current[p], targets[p]) for p in params}
+        for path, p in params.items():
+            p.mask.copy_(new[path])
     else:
         raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
-    for path, p in params.items():
-        p.mask.copy_(new[path])
     return [LayerSparsity(path, p.mask.numel(), int((~p.mask).sum()), targets[path]) for path, p in params.items()]
+
+
+class _Scores(Mapping[str, torch.Tensor]):
+    """``path -> score(path, weight)``, computed and checked on each access (not cached)."""
+
+    def __init__(self, model: nn.Module, paths: list[str], score: ScoreFn, source: str) -> None:
+        self.model, self.paths, self.score, self.source = model, paths, score, source
+
+    def __getitem__(self, path: str) -> torch.Tensor:
+        w = original(self.model, path)
+        with torch.no_grad():
+            s = self.score(path, w)
+        if not isinstance(s, torch.Tensor) or s.shape != w.shape or not s.is_floating_point():
+            got = f"{tuple(s.shape)} {s.dtype}" if isinstance(s, torch.Tensor) else type(s).__name__
+            raise PluginError(
+                f"{self.source}: score for {path} must be a float tensor of shape {tuple(w.shape)}, got {got}"
+            )
+        if torch.isnan(s).any():
+            raise PluginError(f"{self.source}: score for {path} contains NaN")
+        return s
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
 
 
 def _guarded(score: ScoreFn, source: str) -> ScoreFn:
