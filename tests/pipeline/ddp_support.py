@@ -70,11 +70,11 @@ def fingerprint(model: nn.Module) -> dict[str, object]:
 
 
 def main() -> None:
+    import ddp_support  # the factories' module (as imported by the recipe), not __main__
+
     import squeezer
     from squeezer.pipeline.events import StageEnded
     from squeezer.recipe import parse_recipe
-
-    import ddp_support  # the factories' module (as imported by the recipe), not __main__
 
     out, dump, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
     resume = len(sys.argv) > 4 and sys.argv[4] == "resume"

@@ -29,7 +29,9 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _torchrun(out: Path, dump: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def _torchrun(
+    out: Path, dump: Path, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
            f"--master_port={_free_port()}", str(SUPPORT), str(out), str(dump), "32", *extra]
     return subprocess.run(cmd, env=env or _env(), capture_output=True, text=True, timeout=300)
@@ -78,7 +80,8 @@ def test_two_ranks_equal_one_process_on_the_same_global_batches(fp_runs: tuple[P
     single_masks = json.loads(Path(f"{single}.rank0.json").read_text())
     ddp_masks = json.loads(Path(f"{ddp}.rank0.json").read_text())
     for s, d in zip(single_masks, ddp_masks, strict=True):
-        assert {k: v for k, v in s.items() if k.endswith(":mask")} == {k: v for k, v in d.items() if k.endswith(":mask")}
+        masks = {k: v for k, v in s.items() if k.endswith(":mask")}
+        assert masks == {k: v for k, v in d.items() if k.endswith(":mask")}
 
 
 def test_a_killed_rank_leaves_the_checkpoint_intact_and_resume_continues(
