@@ -101,6 +101,10 @@ def run(
     torch.manual_seed(recipe.seed)
     ctx = _context(recipe, registry, device, sink, out_dir, state)
     ctx.dist, ctx.recipe_hash = info, _recipe_hash(recipe)
+    if recipe.sync_batchnorm and info.enabled:
+        if device.type != "cuda":
+            raise ConfigError("sync_batchnorm: needs CUDA devices (torch's SyncBatchNorm has no CPU kernel)")
+        ctx.model = nn.SyncBatchNorm.convert_sync_batchnorm(ctx.model)
     sink(RunStarted(recipe.source, tuple(s.label for s in recipe.stages), str(out_dir),
                     str(ckpt_path) if state else None))
 

@@ -169,6 +169,9 @@ class Recipe:
     seed: int = _help("random seed", default=0)
     output_dir: str = _help("where checkpoints and the artifact go", default="squeezer-out")
     device: str = _help("'auto', 'cpu', 'cuda', ...", default="auto")
+    sync_batchnorm: bool = _help(
+        "under torchrun, convert BatchNorm layers to SyncBatchNorm (CUDA only; no effect in one process)",
+        default=False)
     disable_plugins: tuple[str, ...] = _help("plugins not to load for this recipe", default=(), converter=tuple)
     source: str = attrs.field(default="<recipe>", eq=False, metadata={"help": "file the recipe came from"})
 
