@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -15,6 +15,7 @@ pytest.importorskip("accelerate")  # the HF Trainer needs it
 
 import torch  # noqa: E402
 from torch.utils.data import Dataset  # noqa: E402
+from transformers import TrainerCallback  # noqa: E402
 
 import squeezer  # noqa: E402
 from squeezer.compress.targets import Targets  # noqa: E402
@@ -130,3 +131,66 @@ def test_docs_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     text = (Path(__file__).resolve().parents[2] / "docs" / "integrations.md").read_text(encoding="utf-8")
     code = next(b.split("```", 1)[0] for b in text.split("```python\n")[1:] if "import transformers" in b)
     exec(compile(code, "integrations.md (transformers)", "exec"), {"__name__": "__docs__"})
+
+
+class _Snapshot(TrainerCallback):
+    """Masks and stored weights when Phase 2 starts, and the kd weight of each epoch."""
+
+    def __init__(self, sq: SqueezerTrainerCallback) -> None:
+        self.sq = sq
+        self.at_start: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self.kd_weights: list[float] = []
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.kd_weights.append(self.sq.kd_weight)
+        if self.sq.teacher is not None and self.at_start is None:
+            model = self.sq.compression.model
+            self.at_start = {path: (p.mask.clone(), squeezer.compress.original(model, path).detach().clone())
+                             for path, p in compressed_weights(model)}
+
+
+def test_phase2_mutual_learning(registry: Registry, tmp_path: Path) -> None:
+    from squeezer.integrations.transformers import SqueezerTrainer
+
+    model = tiny_bert()
+    comp = Compression(model, targets=Targets(types=("Linear",), exclude=("classifier",)), importance="l1",
+                       schedule=("geometric", {"target": 0.75, "rounds": 2}), quantizer=("lsq", {"bits": 4}),
+                       prune_every=2, min_density=0.0, registry=registry)
+    path = tmp_path / "bert.safetensors"
+    callback = SqueezerTrainerCallback(comp, mutual=True, export=path)
+    snapshot = _Snapshot(callback)
+    trainer = SqueezerTrainer(model=model, args=_args(tmp_path / "run", num_train_epochs=4),
+                              train_dataset=Tokens(), callbacks=[callback, snapshot])
+    assert trainer._squeezer_callback() is callback
+    trainer.train()  # epochs 0-1: rounds after steps 2 and 4; 2: Phase 2 warm-up; 3: mutual KD
+    teacher = callback.teacher
+    assert teacher is not None and comp.done and comp.steps == 8
+    assert snapshot.kd_weights == [0.0, 0.0, 0.0, 1.0]
+    assert comp.sparsity == pytest.approx(0.75, abs=0.01)
+    # the teacher's own norm copies (and everything else trainable) are in the optimizer
+    optimizer = trainer.optimizer
+    assert optimizer is not None
+    in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    teacher_params = [p for p in teacher.parameters() if p.requires_grad]
+    assert teacher_params and all(id(p) in in_optimizer for p in teacher_params)
+    assert all(id(p) in in_optimizer for p in model.parameters() if p.requires_grad)
+    assert any("LayerNorm" in key for key in teacher.params)  # the teacher's own norm copies
+    assert snapshot.at_start is not None
+    changed_pruned = 0
+    for wpath, p in compressed_weights(model):
+        mask0, stored0 = snapshot.at_start[wpath]
+        assert torch.equal(p.mask, mask0)  # masks frozen in Phase 2
+        stored = squeezer.compress.original(model, wpath).detach()
+        changed_pruned += int((stored[~mask0] != stored0[~mask0]).sum())
+        student = cast(torch.Tensor, model.get_submodule(wpath.rsplit(".", 1)[0]).weight)  # the student's view
+        assert torch.all(student[~mask0] == 0)  # pruned entries exactly 0
+    assert changed_pruned > 0  # the teacher trained the pruned-away entries
+
+    fresh = squeezer.load(path, tiny_bert())
+    model.eval()
+    fresh.eval()
+    ids = Tokens().ids
+    with torch.no_grad():
+        expected, got = model(input_ids=ids).logits, fresh(input_ids=ids).logits
+    assert torch.allclose(expected, got, rtol=1e-5, atol=1e-5)
+    assert torch.equal(expected.argmax(-1), got.argmax(-1))

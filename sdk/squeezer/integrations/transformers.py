@@ -24,9 +24,14 @@ from a recipe's ``prune`` stage):
   wrapper; held back until one exists) and its LR scheduler;
 - ``on_train_end``: the artifact, written by the main process only (``export=``).
 
-PQK's Phase 2 (mutual learning) needs a second forward in the loss, which a callback cannot add to
-the HF ``Trainer``: override ``Trainer.compute_loss`` and use ``callback.compression.self_teacher``
-and ``mutual_loss`` as in a plain loop (see :mod:`squeezer.session`).
+- Phase 2 (with ``mutual``: ``True``, a ``MutualStage``, or the recipe's ``mutual`` stage): from
+  the first epoch after the last pruning round (``on_epoch_begin``), ``callback.teacher`` is the PQK
+  self-teacher (its own norm copies added to the trainer's optimizer and LR scheduler, no weight
+  decay on the shared storage). The loss needs a second forward, which only ``compute_loss`` can
+  run: use :class:`SqueezerTrainer` (or :class:`MutualLossMixin` on your own ``Trainer``
+  subclass), whose ``compute_loss`` then returns ``callback.mutual_loss(student_logits,
+  teacher_logits, labels)`` (distillation weight 0 for the stage's ``warmup_epochs``), and the
+  normal loss before.
 """
 
 from __future__ import annotations
@@ -37,14 +42,26 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+import torch
 import transformers
 from torch import nn
 
-from squeezer.integrations._driver import Driver, Plan, Source, check_part_of, submodule
+from squeezer.compress.teacher import SelfTeacher
+from squeezer.errors import ConfigError
+from squeezer.integrations._driver import (
+    Driver,
+    MutualSettings,
+    Plan,
+    Source,
+    average_gradients,
+    check_part_of,
+    submodule,
+)
+from squeezer.recipe.configs import MutualStage
 from squeezer.registry import Registry
 from squeezer.session import Compression
 
-__all__ = ["SqueezerTrainerCallback"]
+__all__ = ["MutualLossMixin", "SqueezerTrainer", "SqueezerTrainerCallback"]
 
 
 class SqueezerTrainerCallback(transformers.TrainerCallback):
@@ -53,7 +70,10 @@ class SqueezerTrainerCallback(transformers.TrainerCallback):
     ``source``: a :class:`~squeezer.session.Compression` on the trainer's model (or a submodule),
     or a recipe (a ``Recipe`` or a path) with one ``prune`` stage whose ``targets`` apply to
     ``module`` (a dotted submodule path; default the whole model). ``prune_every`` (recipe only):
-    optimizer steps between rounds. ``export``: the artifact path written when training ends.
+    optimizer steps between rounds. ``mutual``: ``True``, a ``MutualStage`` (its ``warmup_epochs``,
+    ``kd_weight``, ``teacher_*``; the distillation loss is the Compression's), or ``None`` for the
+    recipe's ``mutual`` stage if it has one; Phase 2 needs :class:`SqueezerTrainer` (or
+    :class:`MutualLossMixin`). ``export``: the artifact path written when training ends.
     """
 
     def __init__(
@@ -62,24 +82,48 @@ class SqueezerTrainerCallback(transformers.TrainerCallback):
         *,
         module: str | None = None,
         prune_every: int | None = None,
+        mutual: bool | MutualStage | None = None,
         export: str | os.PathLike[str] | None = None,
         export_info: Mapping[str, Any] | None = None,
         registry: Registry | None = None,
     ) -> None:
-        self._plan = Plan(source, prune_every=prune_every, mutual=False, registry=registry)
+        if isinstance(source, Compression) and module is not None:
+            raise ConfigError("module: the Compression you pass already names its model")
+        self._plan = Plan(source, prune_every=prune_every, mutual=mutual, registry=registry)
         self.module = module
         self.export_path = export
         self.export_info = dict(export_info or {})
         self._driver: Driver | None = None
+        self._epoch = 0
+        self._mutual_epoch: int | None = None
+        self._teacher_calls = 0
+        self.teacher: SelfTeacher | None = None
+        """The self-teacher during Phase 2, else ``None``; call it like the model."""
 
     @property
     def compression(self) -> Compression:
         """The :class:`Compression` driven by the callback."""
         if self._driver is None:
-            from squeezer.errors import ConfigError
-
             raise ConfigError("the callback builds its Compression when the Trainer is created")
         return self._driver.compression
+
+    @property
+    def mutual(self) -> MutualSettings | None:
+        """Phase 2's settings, or ``None`` without Phase 2."""
+        return self._plan.mutual
+
+    @property
+    def kd_weight(self) -> float:
+        """The distillation weight now: 0 during the first ``warmup_epochs`` of Phase 2."""
+        settings = self._plan.mutual
+        if settings is None or self._mutual_epoch is None:
+            return 0.0
+        return settings.kd_weight if self._epoch - self._mutual_epoch >= settings.warmup_epochs else 0.0
+
+    def mutual_loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                    targets: torch.Tensor) -> torch.Tensor:
+        """Phase 2's loss of a batch (:meth:`Compression.mutual_loss` with :attr:`kd_weight`)."""
+        return self.compression.mutual_loss(student_logits, teacher_logits, targets, kd_weight=self.kd_weight)
 
     def _ensure(self, model: nn.Module | None) -> Driver | None:
         if self._driver is None and model is not None:
@@ -103,11 +147,36 @@ class SqueezerTrainerCallback(transformers.TrainerCallback):
             if state.max_steps and state.num_train_epochs:
                 steps = math.ceil(state.max_steps / state.num_train_epochs)
         self._plan.set_steps_per_epoch(steps)
+        self._epoch = -1  # on_epoch_begin counts epochs from 0
+
+    def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self._epoch += 1
+        driver, settings = self._driver, self._plan.mutual
+        if driver is None or settings is None or self.teacher is not None:
+            return
+        if driver.done_at_epoch is None or self._epoch <= driver.done_at_epoch:
+            return
+        self.teacher = driver.start_mutual(settings, kwargs.get("optimizer"), [kwargs.get("lr_scheduler")])
+        self.teacher.register_forward_pre_hook(self._count_teacher_call)
+        self._mutual_epoch = self._epoch
+
+    def _count_teacher_call(self, *_: Any) -> None:
+        self._teacher_calls += 1
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self._driver is not None and args.world_size > 1:
+            average_gradients(self._driver.added)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         driver = self._ensure(kwargs.get("model"))
         if driver is not None:
-            driver.step(kwargs.get("optimizer"), [kwargs.get("lr_scheduler")], int(state.epoch or 0))
+            driver.step(kwargs.get("optimizer"), [kwargs.get("lr_scheduler")], max(self._epoch, 0))
+
+    def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.teacher is not None and self._teacher_calls == 0:
+            warnings.warn("SqueezerTrainerCallback: Phase 2 is on but compute_loss never called callback.teacher, "
+                          "so the teacher's weights are not trained; use SqueezerTrainer", stacklevel=1)
+        self._teacher_calls = 0
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self._driver is None or self.export_path is None:
@@ -122,3 +191,61 @@ class SqueezerTrainerCallback(transformers.TrainerCallback):
             comp.model.eval()
             comp.export(self.export_path, info=self.export_info or None)
             comp.model.train(was_training)
+
+
+def _logits(outputs: Any) -> torch.Tensor:
+    if isinstance(outputs, torch.Tensor):
+        return outputs
+    if isinstance(outputs, Mapping):
+        return outputs["logits"]
+    return outputs[0]
+
+
+class MutualLossMixin:
+    """``compute_loss`` for PQK's Phase 2, mixed into a ``transformers.Trainer`` subclass.
+
+    Before Phase 2 (and without a :class:`SqueezerTrainerCallback` with ``mutual``) the loss is the
+    ``Trainer``'s own. Once ``callback.teacher`` exists, each batch runs the student and the
+    self-teacher on the inputs without ``labels`` and returns ``callback.mutual_loss(student_logits,
+    teacher_logits, labels)``: one backward trains the student's kept weights and the teacher's
+    pruned-away ones. The logits are the outputs' ``logits`` (or first element); the loss is
+    PQK's cross-entropy on ``labels``, so this suits classification heads.
+    """
+
+    def _squeezer_callback(self) -> SqueezerTrainerCallback | None:
+        handler = getattr(self, "callback_handler", None)
+        found = [c for c in getattr(handler, "callbacks", ()) if isinstance(c, SqueezerTrainerCallback)]
+        if len(found) > 1:
+            raise ConfigError(f"expected at most one SqueezerTrainerCallback on the trainer, found {len(found)}")
+        return found[0] if found else None
+
+    def compute_loss(self, model: nn.Module, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        callback = self._squeezer_callback()
+        teacher = callback.teacher if callback is not None else None
+        if callback is None or teacher is None or not model.training:
+            return super().compute_loss(  # type: ignore[misc]
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        if "labels" not in inputs:
+            raise ConfigError("Phase 2's mutual loss needs the batch's 'labels'")
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        teacher.train(model.training)
+        teacher_outputs = teacher(**inputs)
+        loss = callback.mutual_loss(_logits(outputs), _logits(teacher_outputs), labels)
+        # a batch mean: the Trainer divides by the accumulation steps only if it thinks the loss
+        # was not normalized by num_items_in_batch already, so do it here in that case
+        scaled = getattr(self, "loss_is_scaled_for_ga", None)
+        if scaled is None:
+            scaled = (getattr(self, "model_accepts_loss_kwargs", False) and num_items_in_batch is not None) or (
+                getattr(self, "compute_loss_func", None) is not None)
+        if scaled:
+            loss = loss / max(1, int(getattr(self, "current_gradient_accumulation_steps", 1)))
+        return (loss, outputs) if return_outputs else loss
+
+
+class SqueezerTrainer(MutualLossMixin, transformers.Trainer):
+    """``transformers.Trainer`` whose ``compute_loss`` runs PQK's Phase 2 when its
+    :class:`SqueezerTrainerCallback` (with ``mutual``) has started it; otherwise the plain
+    ``Trainer``."""
