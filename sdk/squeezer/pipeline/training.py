@@ -28,7 +28,7 @@ def set_lr(optimizer: torch.optim.Optimizer, optim: Optim, progress: float) -> f
     if optim.lr_schedule == "cosine":
         lr = optim.lr * 0.5 * (1.0 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     return lr
 
 

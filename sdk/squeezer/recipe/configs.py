@@ -59,6 +59,9 @@ class Optim:
     momentum: float = _help("SGD momentum", default=0.9, validator=_fraction)
     lr_schedule: str = _help("'cosine' (per stage) or 'constant'", default="cosine",
                              validator=attrs.validators.in_(("cosine", "constant")))
+    quantizer_lr_scale: float = _help(
+        "learning-rate multiplier for quantizer parameters (LSQ step sizes), which get no weight decay",
+        default=1.0, validator=_positive)
 
 
 @attrs.frozen(kw_only=True)

@@ -31,10 +31,11 @@ class StageRunner:
     def param_groups(self) -> list[dict[str, Any]]:
         """Compressed weights get weight decay only while dense: afterwards their pruned entries
         hold the unimportant weights (PQK's teacher) and must not drift."""
-        originals, others = split_originals(self.ctx.model)
+        originals, quantizer, others = split_parameters(self.ctx.model)
         dense = all(bool(p.mask.all()) for _, p in compressed_weights(self.ctx.model))
         return [
             {"params": originals, "weight_decay": self.optim.weight_decay if dense else 0.0},
+            {"params": quantizer, "weight_decay": 0.0, "lr_scale": self.optim.quantizer_lr_scale},
             {"params": others},
         ]
 
@@ -96,10 +97,17 @@ def distillation_loss(ctx: Context, strategy: Strategy, where: str) -> LossFn:
     return call
 
 
-def split_originals(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-    """Model parameters split into compressed weights' stored originals and everything else."""
+def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter], list[nn.Parameter]]:
+    """Model parameters split into compressed weights' stored originals, quantizer parameters
+    (inside a parametrization, e.g. LSQ step sizes), and everything else."""
     originals: list[nn.Parameter] = []
+    quantizer: list[nn.Parameter] = []
     others: list[nn.Parameter] = []
     for name, p in model.named_parameters():
-        (originals if name.endswith(".original") or name == "original" else others).append(p)
-    return originals, others
+        if name.endswith(".original") or name == "original":
+            originals.append(p)
+        elif "parametrizations." in name:
+            quantizer.append(p)
+        else:
+            others.append(p)
+    return originals, quantizer, others

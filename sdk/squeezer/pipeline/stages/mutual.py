@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from squeezer.compress.teacher import SelfTeacher
-from squeezer.pipeline.stages.base import StageRunner, distillation_loss, split_originals
+from squeezer.pipeline.stages.base import StageRunner, distillation_loss, split_parameters
 from squeezer.pipeline.training import batch_to, evaluate
 from squeezer.recipe.configs import MutualStage
 
@@ -55,10 +55,11 @@ class MutualRunner(StageRunner):
 
     def param_groups(self) -> list[dict[str, Any]]:
         assert self.teacher is not None
-        originals, others = split_originals(self.ctx.model)
+        originals, quantizer, others = split_parameters(self.ctx.model)
         # no weight decay on shared storage: decay would move entries the step did not own
         return [
             {"params": originals, "weight_decay": 0.0},
+            {"params": quantizer, "weight_decay": 0.0, "lr_scale": self.optim.quantizer_lr_scale},
             {"params": others},
             {"params": list(self.teacher.parameters())},
         ]
