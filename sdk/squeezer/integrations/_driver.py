@@ -270,3 +270,69 @@ def submodule(root: nn.Module, path: str | None) -> nn.Module:
         return root.get_submodule(path)
     except AttributeError as exc:
         raise ConfigError(f"module: {type(root).__name__} has no submodule {path!r}") from exc
+
+
+class MutualPhase:
+    """Phase 2 bookkeeping shared by the trainer callbacks: building the driver, when Phase 2
+    starts, its distillation weight, the self-teacher, and whether the user's code calls it."""
+
+    _plan: Plan
+    module: str | None
+
+    def _init_phase(self) -> None:
+        self._driver: Driver | None = None
+        self._mutual_epoch: int | None = None
+        self._teacher_calls = 0
+        self.teacher: SelfTeacher | None = None
+        """The self-teacher during Phase 2, else ``None``; call it like the model."""
+
+    @property
+    def compression(self) -> Compression:
+        raise NotImplementedError
+
+    @property
+    def mutual(self) -> MutualSettings | None:
+        """Phase 2's settings, or ``None`` without Phase 2."""
+        return self._plan.mutual
+
+    @property
+    def kd_weight(self) -> float:
+        """The distillation weight now: 0 during the first ``warmup_epochs`` of Phase 2."""
+        return self._kd_weight_at(self._current_epoch())
+
+    def _current_epoch(self) -> int | None:
+        raise NotImplementedError
+
+    def _kd_weight_at(self, epoch: int | None) -> float:
+        settings = self._plan.mutual
+        if settings is None or self._mutual_epoch is None or epoch is None:
+            return 0.0
+        return settings.kd_weight if epoch - self._mutual_epoch >= settings.warmup_epochs else 0.0
+
+    def mutual_loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                    targets: torch.Tensor) -> torch.Tensor:
+        """Phase 2's loss of a batch (:meth:`Compression.mutual_loss` with :attr:`kd_weight`)."""
+        return self.compression.mutual_loss(student_logits, teacher_logits, targets, kd_weight=self.kd_weight)
+
+    def _build_driver(self, root: nn.Module, owner: str) -> Driver:
+        """Attach the plan's compression to ``root`` (or its ``module`` submodule)."""
+        if self._plan.compression is not None:
+            check_part_of(self._plan.compression.model, root, owner)
+        comp = self._plan.build(submodule(root, self.module))
+        comp.attach()
+        self._driver = Driver(comp)
+        return self._driver
+
+    def _start_mutual_if_due(self, epoch: int, optimizer: Any, schedulers: Iterable[Any]) -> None:
+        """Start Phase 2 at the first epoch after the last pruning round."""
+        driver, settings = self._driver, self._plan.mutual
+        if driver is None or settings is None or self.teacher is not None:
+            return
+        if driver.done_at_epoch is None or epoch <= driver.done_at_epoch:
+            return
+        self.teacher = driver.start_mutual(settings, optimizer, schedulers)
+        self.teacher.register_forward_pre_hook(self._count_teacher_call)
+        self._mutual_epoch = epoch
+
+    def _count_teacher_call(self, *_: Any) -> None:
+        self._teacher_calls += 1

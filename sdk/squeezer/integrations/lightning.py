@@ -37,16 +37,12 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
-from squeezer.compress.teacher import SelfTeacher
 from squeezer.errors import ConfigError
 from squeezer.integrations._driver import (
-    Driver,
-    MutualSettings,
+    MutualPhase,
     Plan,
     Source,
     average_gradients,
-    check_part_of,
-    submodule,
 )
 from squeezer.recipe.configs import MutualStage
 from squeezer.registry import Registry
@@ -55,7 +51,7 @@ from squeezer.session import Compression
 __all__ = ["SqueezerCallback"]
 
 
-class SqueezerCallback(pl.Callback):
+class SqueezerCallback(MutualPhase, pl.Callback):
     """Prune, quantize and (optionally) run PQK's mutual phase inside ``Trainer.fit``.
 
     ``source``: a :class:`~squeezer.session.Compression` whose model is the LightningModule or a
@@ -87,13 +83,9 @@ class SqueezerCallback(pl.Callback):
         self.export_path = export
         self.export_info = dict(export_info or {})
         self.optimizer_index = optimizer_index
-        self._driver: Driver | None = None
         self._last_step = 0
-        self._mutual_epoch: int | None = None
-        self._teacher_calls = 0
         self._trainer: pl.Trainer | None = None
-        self.teacher: SelfTeacher | None = None
-        """The self-teacher during Phase 2, else ``None``; call it like the model."""
+        self._init_phase()
 
     # --- access ---------------------------------------------------------------------------
     @staticmethod
@@ -111,33 +103,15 @@ class SqueezerCallback(pl.Callback):
             raise ConfigError("the callback builds its Compression when Trainer.fit starts")
         return self._plan.compression
 
-    @property
-    def mutual(self) -> MutualSettings | None:
-        return self._plan.mutual
-
-    @property
-    def kd_weight(self) -> float:
-        """The distillation weight now: 0 during the first ``warmup_epochs`` of Phase 2."""
-        settings, trainer = self._plan.mutual, self._trainer
-        if settings is None or self._mutual_epoch is None or trainer is None:
-            return 0.0
-        return settings.kd_weight if trainer.current_epoch - self._mutual_epoch >= settings.warmup_epochs else 0.0
-
-    def mutual_loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                    targets: torch.Tensor) -> torch.Tensor:
-        """Phase 2's loss of a batch (:meth:`Compression.mutual_loss` with :attr:`kd_weight`)."""
-        return self.compression.mutual_loss(student_logits, teacher_logits, targets, kd_weight=self.kd_weight)
+    def _current_epoch(self) -> int | None:
+        return self._trainer.current_epoch if self._trainer is not None else None
 
     # --- hooks ----------------------------------------------------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
         self._trainer = trainer
-        if self._plan.compression is not None:
-            check_part_of(self._plan.compression.model, pl_module, "SqueezerCallback")
-        comp = self._plan.build(submodule(pl_module, self.module))
-        comp.attach()
-        self._driver = Driver(comp)
+        self._build_driver(pl_module, "SqueezerCallback")
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         batches = trainer.num_training_batches
@@ -153,17 +127,7 @@ class SqueezerCallback(pl.Callback):
         return [config.scheduler for config in trainer.lr_scheduler_configs]
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        driver, settings = self._driver, self._plan.mutual
-        if driver is None or settings is None or self.teacher is not None:
-            return
-        if driver.done_at_epoch is None or trainer.current_epoch <= driver.done_at_epoch:
-            return
-        self.teacher = driver.start_mutual(settings, self._optimizer(trainer), self._schedulers(trainer))
-        self.teacher.register_forward_pre_hook(self._count_teacher_call)
-        self._mutual_epoch = trainer.current_epoch
-
-    def _count_teacher_call(self, *_: Any) -> None:
-        self._teacher_calls += 1
+        self._start_mutual_if_due(trainer.current_epoch, self._optimizer(trainer), self._schedulers(trainer))
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:

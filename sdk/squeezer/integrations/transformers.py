@@ -46,16 +46,13 @@ import torch
 import transformers
 from torch import nn
 
-from squeezer.compress.teacher import SelfTeacher
 from squeezer.errors import ConfigError
 from squeezer.integrations._driver import (
     Driver,
-    MutualSettings,
+    MutualPhase,
     Plan,
     Source,
     average_gradients,
-    check_part_of,
-    submodule,
 )
 from squeezer.recipe.configs import MutualStage
 from squeezer.registry import Registry
@@ -64,7 +61,7 @@ from squeezer.session import Compression
 __all__ = ["MutualLossMixin", "SqueezerTrainer", "SqueezerTrainerCallback"]
 
 
-class SqueezerTrainerCallback(transformers.TrainerCallback):
+class SqueezerTrainerCallback(MutualPhase, transformers.TrainerCallback):
     """Prune and quantize inside ``transformers.Trainer.train``.
 
     ``source``: a :class:`~squeezer.session.Compression` on the trainer's model (or a submodule),
@@ -93,12 +90,8 @@ class SqueezerTrainerCallback(transformers.TrainerCallback):
         self.module = module
         self.export_path = export
         self.export_info = dict(export_info or {})
-        self._driver: Driver | None = None
         self._epoch = 0
-        self._mutual_epoch: int | None = None
-        self._teacher_calls = 0
-        self.teacher: SelfTeacher | None = None
-        """The self-teacher during Phase 2, else ``None``; call it like the model."""
+        self._init_phase()
 
     @property
     def compression(self) -> Compression:
@@ -107,31 +100,12 @@ class SqueezerTrainerCallback(transformers.TrainerCallback):
             raise ConfigError("the callback builds its Compression when the Trainer is created")
         return self._driver.compression
 
-    @property
-    def mutual(self) -> MutualSettings | None:
-        """Phase 2's settings, or ``None`` without Phase 2."""
-        return self._plan.mutual
-
-    @property
-    def kd_weight(self) -> float:
-        """The distillation weight now: 0 during the first ``warmup_epochs`` of Phase 2."""
-        settings = self._plan.mutual
-        if settings is None or self._mutual_epoch is None:
-            return 0.0
-        return settings.kd_weight if self._epoch - self._mutual_epoch >= settings.warmup_epochs else 0.0
-
-    def mutual_loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                    targets: torch.Tensor) -> torch.Tensor:
-        """Phase 2's loss of a batch (:meth:`Compression.mutual_loss` with :attr:`kd_weight`)."""
-        return self.compression.mutual_loss(student_logits, teacher_logits, targets, kd_weight=self.kd_weight)
+    def _current_epoch(self) -> int | None:
+        return self._epoch
 
     def _ensure(self, model: nn.Module | None) -> Driver | None:
         if self._driver is None and model is not None:
-            if self._plan.compression is not None:
-                check_part_of(self._plan.compression.model, model, "SqueezerTrainerCallback")
-            comp = self._plan.build(submodule(model, self.module))
-            comp.attach()
-            self._driver = Driver(comp)
+            self._build_driver(model, "SqueezerTrainerCallback")
         return self._driver
 
     def on_init_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -151,17 +125,7 @@ class SqueezerTrainerCallback(transformers.TrainerCallback):
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._epoch += 1
-        driver, settings = self._driver, self._plan.mutual
-        if driver is None or settings is None or self.teacher is not None:
-            return
-        if driver.done_at_epoch is None or self._epoch <= driver.done_at_epoch:
-            return
-        self.teacher = driver.start_mutual(settings, kwargs.get("optimizer"), [kwargs.get("lr_scheduler")])
-        self.teacher.register_forward_pre_hook(self._count_teacher_call)
-        self._mutual_epoch = self._epoch
-
-    def _count_teacher_call(self, *_: Any) -> None:
-        self._teacher_calls += 1
+        self._start_mutual_if_due(self._epoch, kwargs.get("optimizer"), [kwargs.get("lr_scheduler")])
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self._driver is not None and args.world_size > 1:
