@@ -12,6 +12,7 @@ import squeezer
 from squeezer import compress
 from squeezer.compress.weight import compressed_weights, view
 from squeezer.errors import ConfigError, PluginError, UnknownStrategyError
+from squeezer.recipe.configs import QuantizerChoice, QuantizerOverride
 from squeezer.registry import Registry
 from squeezer.session import Compression
 from squeezer.testing import models
@@ -173,9 +174,54 @@ def test_bad_arguments_name_the_argument(registry: Registry) -> None:
         Compression(model, importance="l3", registry=registry)
     with pytest.raises(ConfigError, match="quantizer: quantizer 'lsq'"):
         Compression(model, quantizer=("lsq", {"bits": 1}), registry=registry)
-    with pytest.raises(ConfigError, match="prune_every"):
-        Compression(model, prune_every=0, registry=registry)
+    with pytest.raises(ConfigError, match="prune_every: must be a non-negative integer"):
+        Compression(model, prune_every=-1, registry=registry)
+    with pytest.raises(ConfigError, match="prune_start"):
+        Compression(model, prune_start=True, registry=registry)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"quantizer.overrides\[0\]: quantizer 'lsq'"):
+        Compression(model, quantizer=QuantizerChoice(name="lsq", overrides=(QuantizerOverride(
+            pattern="@first", options={"bits": 1}),)), registry=registry)
     comp = Compression(model, schedule=("one_shot", {"target": 0.5}), registry=registry)
     comp.prune_round()  # attaches on first use
     with pytest.raises(ConfigError, match="rounds have run"):
         comp.prune_round()
+
+
+@pytest.mark.parametrize(("start", "every", "expected"), [
+    (None, 3, [3, 6, 9]),   # default: train prune_every steps, then prune
+    (0, 3, [0, 3, 6]),      # a recipe's prune stage: prune first, then train
+    (2, 0, [2, 2, 2]),      # epochs_per_round = 0: every round at once
+    (0, 0, [0, 0, 0]),
+])
+def test_rounds_run_at_prune_start_plus_r_times_prune_every(
+    start: int | None, every: int, expected: list[int], registry: Registry
+) -> None:
+    model, _ = models.make("mlp", batch=8)
+    comp = Compression(model, schedule=("geometric", {"target": 0.8, "rounds": 3}), prune_every=every,
+                       prune_start=start, registry=registry)
+    comp.attach()
+    ran_at: list[int] = []
+    for step in range(12):
+        before = comp.rounds_done
+        if step == 0:
+            comp.prune_due()  # before the first step: counts nothing
+            assert comp.steps == 0
+        else:
+            comp.step()
+        ran_at += [comp.steps] * (comp.rounds_done - before)
+    assert ran_at == expected and comp.done and comp.next_round_at is None
+    assert comp.sparsity == pytest.approx(0.8, abs=0.01)
+
+
+def test_quantizer_overrides_as_in_a_recipe(registry: Registry) -> None:
+    model, x = models.make("conv1d_net", batch=8)
+    choice = QuantizerChoice(name="lsq", options={"bits": 4}, overrides=(
+        QuantizerOverride(pattern="@first", options={"bits": 8}),
+        QuantizerOverride(pattern="@last", skip=True),
+    ))
+    comp = Compression(model, schedule=("one_shot", {"target": 0.5}), quantizer=choice, prune_every=1,
+                       registry=registry)
+    _loop(comp, model, x, steps=2)
+    paths = [path for path, _ in compressed_weights(model)]
+    expected = {path: 4 for path in paths[1:-1]} | {paths[0]: 8}
+    assert comp.bits == expected and len(paths) >= 3

@@ -34,7 +34,8 @@ from squeezer.compress.teacher import SelfTeacher
 from squeezer.compress.weight import compressed_weights
 from squeezer.errors import ConfigError, PluginError
 from squeezer.pipeline.stages.prune import _forget_pruned
-from squeezer.recipe.configs import PruneStage
+from squeezer.pipeline.stages.quantize import attach_pending_quantizers
+from squeezer.recipe.configs import PruneStage, QuantizerChoice
 from squeezer.recipe.loader import checked_schedule
 from squeezer.registry import Registry
 
@@ -55,14 +56,30 @@ def _split(spec: StrategySpec, what: str) -> tuple[str, dict[str, Any]]:
     raise ConfigError(f"{what}: expected a name or (name, options), got {spec!r}")
 
 
+def _quantizer_choice(spec: StrategySpec | QuantizerChoice, registry: Registry) -> QuantizerChoice:
+    """The quantizer as a recipe spells it; its options and every override are checked now."""
+    if isinstance(spec, QuantizerChoice):
+        choice = spec
+    else:
+        name, options = _split(spec, "quantizer")
+        choice = QuantizerChoice(name=name, options=options)
+    registry.create("quantizer", choice.name, choice.options, where="quantizer")
+    for j, override in enumerate(choice.overrides):
+        registry.create("quantizer", choice.name, {**choice.options, **override.options},
+                        where=f"quantizer.overrides[{j}]")
+    return choice
+
+
 class Compression:
     """Pruning schedule, masks and quantizers on ``model``, driven from your own training loop.
 
     ``importance``, ``schedule``, ``quantizer`` and ``distillation`` name registered strategies,
-    with options as ``(name, {option: value})``; ``quantizer=None`` prunes without quantizing.
-    ``scope`` and ``min_density`` mean what they mean in a recipe's prune stage (same defaults). ``prune_every``
-    is the number of :meth:`step` calls between pruning rounds. ``registry`` defaults to the
-    installed plugins (:func:`squeezer.load_registry`).
+    with options as ``(name, {option: value})``; ``quantizer=None`` prunes without quantizing, and
+    a :class:`~squeezer.recipe.configs.QuantizerChoice` adds per-layer overrides (as in a recipe).
+    ``scope`` and ``min_density`` mean what they mean in a recipe's prune stage (same defaults).
+    Round ``r`` runs once :meth:`step` has been called ``prune_start + r * prune_every`` times
+    (``prune_start`` defaults to ``prune_every``: train, then prune; ``prune_every=0`` runs every
+    round at once). ``registry`` defaults to the installed plugins (:func:`squeezer.load_registry`).
     """
 
     def __init__(
@@ -72,19 +89,21 @@ class Compression:
         targets: Targets | None = None,
         importance: StrategySpec = "l1",
         schedule: StrategySpec = ("geometric", {"target": 0.9, "rounds": 4}),
-        quantizer: StrategySpec | None = None,
+        quantizer: StrategySpec | QuantizerChoice | None = None,
         distillation: StrategySpec = "hinton",
         scope: str = "global",
         min_density: float = _MIN_DENSITY,
         prune_every: int = 100,
+        prune_start: int | None = None,
         registry: Registry | None = None,
     ) -> None:
         if scope not in ("global", "layer"):
             raise ConfigError(f"scope: must be 'global' or 'layer', got {scope!r}")
         if not 0.0 <= min_density <= 1.0:
             raise ConfigError(f"min_density: must be in [0, 1], got {min_density!r}")
-        if isinstance(prune_every, bool) or not isinstance(prune_every, int) or prune_every < 1:
-            raise ConfigError(f"prune_every: must be a positive integer, got {prune_every!r}")
+        for field, value in (("prune_every", prune_every), ("prune_start", prune_start)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ConfigError(f"{field}: must be a non-negative integer (optimizer steps), got {value!r}")
         if registry is None:
             from squeezer.plugin_manager import load_registry
 
@@ -92,16 +111,17 @@ class Compression:
         self.model = model
         self.targets = targets or Targets()
         self.registry = registry
-        self.scope, self.min_density, self.prune_every = scope, min_density, prune_every
+        self.scope, self.min_density = scope, min_density
+        self.prune_every = prune_every
+        self.prune_start = prune_every if prune_start is None else prune_start
         self.importance_name, options = _split(importance, "importance")
         self.importance = registry.create("importance", self.importance_name, options, where="importance")
         name, options = _split(schedule, "schedule")
         scheduler = registry.create("scheduler", name, options, where="schedule")
         self.schedule: list[float] = checked_schedule(scheduler, f"schedule ({name})")
-        self.quantizer: tuple[str, Any] | None = None
+        self.quantizer: QuantizerChoice | None = None
         if quantizer is not None:
-            name, options = _split(quantizer, "quantizer")
-            self.quantizer = name, registry.create("quantizer", name, options, where="quantizer")
+            self.quantizer = _quantizer_choice(quantizer, registry)
         self.distillation_name, options = _split(distillation, "distillation")
         self.distillation = registry.create("distillation_loss", self.distillation_name, options,
                                             where="distillation")
@@ -121,15 +141,26 @@ class Compression:
         """True once every scheduled pruning round has run."""
         return self.rounds_done >= len(self.schedule)
 
-    def step(self, optimizer: torch.optim.Optimizer | None = None) -> list[compress.LayerSparsity] | None:
-        """Count one training step; every ``prune_every``-th call runs :meth:`prune_round`.
+    @property
+    def next_round_at(self) -> int | None:
+        """The :meth:`step` count at which the next pruning round runs (``None`` when done)."""
+        return None if self.done else self.prune_start + self.rounds_done * self.prune_every
 
-        Call it after ``optimizer.step()``. Returns the round's per-layer sparsity when it pruned.
+    def step(self, optimizer: torch.optim.Optimizer | None = None) -> list[compress.LayerSparsity] | None:
+        """Count one training step and run the pruning rounds now due (:meth:`prune_due`).
+
+        Call it after ``optimizer.step()``. Returns the last round's per-layer sparsity when it pruned.
         """
         self.steps += 1
-        if self.done or self.steps % self.prune_every:
-            return None
-        return self.prune_round(optimizer)
+        return self.prune_due(optimizer)
+
+    def prune_due(self, optimizer: torch.optim.Optimizer | None = None) -> list[compress.LayerSparsity] | None:
+        """Run the rounds due at the current step count without counting a step: call it once
+        before training when ``prune_start`` is 0 (a recipe's prune stage prunes before it trains)."""
+        layers = None
+        while (due := self.next_round_at) is not None and self.steps >= due:
+            layers = self.prune_round(optimizer)
+        return layers
 
     def prune_round(
         self, optimizer: torch.optim.Optimizer | None = None, gradients: Mapping[str, torch.Tensor] | None = None
@@ -177,12 +208,8 @@ class Compression:
     def _attach_quantizers(self, optimizer: torch.optim.Optimizer | None) -> None:
         if self.quantizer is None:
             return
-        pending = {path for path, p in compressed_weights(self.model) if p.quantizer is None}
-        if not pending:
-            return
         before = {id(p) for p in self.model.parameters()}
-        quantizer = self.quantizer
-        compress.attach_quantizers(self.model, lambda path: quantizer if path in pending else None)
+        attach_pending_quantizers(self.model, self.registry, self.quantizer, "quantizer")
         new = [p for p in self.model.parameters() if id(p) not in before and p.requires_grad]
         if optimizer is not None and new:
             optimizer.add_param_group({"params": new})

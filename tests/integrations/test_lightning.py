@@ -176,7 +176,8 @@ def test_recipe_with_mutual_phase_trains_the_teachers_pruned_weights(registry: R
             seen_kd.append(callback.kd_weight)
 
     pl.seed_everything(0, verbose=False)
-    # epochs 0-1: rounds after 4 and 8 steps (one per epoch); 2: Phase 2 warm-up; 3: mutual KD
+    # as `squeezer run` lays the recipe out: rounds before epochs 0 and 1 (each followed by one QAT
+    # epoch), 2: Phase 2 warm-up; 3: mutual KD
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=4, callbacks=[callback, Probe()], logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module, _loader())
@@ -230,16 +231,28 @@ def test_teacher_never_called_warns(registry: Registry) -> None:
     assert any("never called callback.teacher" in str(w.message) for w in caught)
 
 
+def test_a_trainer_shorter_than_the_recipe_warns(registry: Registry) -> None:
+    recipe = parse_recipe(RECIPE, registry=registry)  # 2 rounds x 1 epoch, then 1 + 1 epochs of Phase 2
+    callback = SqueezerCallback(recipe, module="net", registry=registry)
+    with pytest.warns(UserWarning, match="the recipe's stages span 4 epochs but the trainer runs 1"):
+        _fit(callback, epochs=1)
+    # round 0 ran before the first step, round 1 after the last (where the pipeline's epoch 1 would start)
+    assert callback.compression.rounds_done == 2 and callback.teacher is None
+
+
 def test_bad_arguments(registry: Registry) -> None:
     comp = Compression(models.cnn_bn(), registry=registry)
     with pytest.raises(ConfigError, match="prune_every"):
         SqueezerCallback(comp, prune_every=3)
     with pytest.raises(ConfigError, match="not part of the trained model"):
         _fit(SqueezerCallback(comp), epochs=1)
-    recipe = parse_recipe(RECIPE.replace('bits = 3 }', 'bits = 3, overrides = [{ pattern = "@first", bits = 8 }] }'),
-                          registry=registry)
-    with pytest.raises(ConfigError, match="overrides"):
-        SqueezerCallback(recipe)
+    mutual_not_last = parse_recipe(RECIPE + '[[stages]]\ntype = "train"\n', registry=registry)
+    with pytest.raises(ConfigError, match=r"stages\[1\] \(mutual\): .* must be the last stage"):
+        SqueezerCallback(mutual_not_last)
+    distill = parse_recipe(RECIPE.split('[[stages]]\ntype = "mutual"')[0]
+                           + '[[stages]]\ntype = "distill"\n', registry=registry)
+    with pytest.raises(ConfigError, match=r"stages\[1\] \(distill\): .*not 'distill'; run this recipe with"):
+        SqueezerCallback(distill)
 
 
 def test_squeezer_does_not_import_lightning() -> None:

@@ -8,7 +8,8 @@ Nothing here imports a trainer library.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+import warnings
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
@@ -18,7 +19,7 @@ from torch import nn
 from squeezer.compress.teacher import SelfTeacher
 from squeezer.compress.weight import compressed_weights
 from squeezer.errors import ConfigError
-from squeezer.recipe.configs import MutualStage, PruneStage, Recipe
+from squeezer.recipe.configs import MutualStage, PruneStage, Recipe, TrainStage
 from squeezer.registry import Registry
 from squeezer.session import Compression
 
@@ -122,6 +123,56 @@ class MutualSettings:
                    teacher_quantized=stage.teacher_quantized, teacher_owns=tuple(stage.teacher_owns))
 
 
+def _check_stages(recipe: Recipe) -> PruneStage:
+    """The recipe's prune stage, after checking a trainer callback can run its stages: ``train``
+    stages, exactly one ``prune`` and at most one ``mutual``, which comes last."""
+    prunes = [s for s in recipe.stages if isinstance(s, PruneStage)]
+    if len(prunes) != 1:
+        raise ConfigError(f"{recipe.source}: a trainer callback runs exactly one prune stage, "
+                          f"the recipe has {len(prunes)}")
+    for i, stage in enumerate(recipe.stages):
+        where = f"{recipe.source}: stages[{i}] ({stage.label})"
+        if not isinstance(stage, TrainStage | PruneStage | MutualStage):
+            raise ConfigError(f"{where}: a trainer callback runs train, prune and mutual stages, not "
+                              f"{stage.TYPE!r}; run this recipe with `squeezer run`")
+        if isinstance(stage, MutualStage) and i != len(recipe.stages) - 1:
+            raise ConfigError(f"{where}: with a trainer callback the mutual stage must be the last stage")
+    return prunes[0]
+
+
+@attrs.frozen
+class Timeline:
+    """A recipe's stages on a trainer's epochs, as ``squeezer run`` lays them out: ``train``
+    epochs first, then pruning round ``r`` at the start of epoch ``prune_epoch + r *
+    epochs_per_round`` (so every round, the last included, is followed by its QAT epochs), then
+    Phase 2 from ``mutual_epoch``. The trainer's optimizer and LR schedule stay the user's."""
+
+    prune_epoch: int
+    epochs_per_round: int
+    mutual_epoch: int | None
+    total_epochs: int
+
+    @classmethod
+    def of(cls, recipe: Recipe, rounds: int) -> Timeline:
+        epoch, prune_epoch, per, mutual_epoch = 0, 0, 0, None
+        for stage in recipe.stages:
+            if isinstance(stage, PruneStage):
+                prune_epoch, per = epoch, stage.epochs_per_round
+                epoch += rounds * per
+            elif isinstance(stage, MutualStage):
+                mutual_epoch = epoch
+                epoch += stage.warmup_epochs + stage.epochs
+            else:
+                epoch += stage.epochs
+        return cls(prune_epoch=prune_epoch, epochs_per_round=per, mutual_epoch=mutual_epoch, total_epochs=epoch)
+
+    def check_fits(self, epochs: float | None, owner: str) -> None:
+        """Warn when the trainer stops before the recipe's stages end."""
+        if epochs is not None and 0 < epochs < self.total_epochs:
+            warnings.warn(f"{owner}: the recipe's stages span {self.total_epochs} epochs but the trainer runs "
+                          f"{epochs:g}; the later rounds or Phase 2 will not run", stacklevel=3)
+
+
 class Plan:
     """How to build the :class:`Compression` once the model exists, and Phase 2's settings."""
 
@@ -135,6 +186,7 @@ class Plan:
         self.prune_stage: PruneStage | None = None
         self.registry = registry
         self.prune_every = prune_every
+        self.timeline: Timeline | None = None
         recipe_mutual: MutualStage | None = None
         if isinstance(source, Compression):
             if prune_every is not None:
@@ -154,15 +206,7 @@ class Plan:
                 self.recipe = load_recipe(os.fspath(source), self.registry)
             else:
                 raise ConfigError(f"expected a Compression, a Recipe or a recipe path, got {type(source).__name__}")
-            prunes = [s for s in self.recipe.stages if isinstance(s, PruneStage)]
-            if len(prunes) != 1:
-                raise ConfigError(f"{self.recipe.source}: a trainer callback runs exactly one prune stage, "
-                                  f"the recipe has {len(prunes)}")
-            self.prune_stage = prunes[0]
-            q = self.prune_stage.quantizer
-            if q is not None and q.overrides:
-                raise ConfigError(f"{self.recipe.source}: per-layer quantizer overrides are not supported by "
-                                  "the trainer callbacks; use one quantizer setting for every layer")
+            self.prune_stage = _check_stages(self.recipe)
             recipe_mutual = next((s for s in self.recipe.stages if isinstance(s, MutualStage)), None)
         if mutual is None:
             mutual = recipe_mutual if recipe_mutual is not None else False
@@ -178,7 +222,6 @@ class Plan:
             return self.compression
         stage, recipe = self.prune_stage, self.recipe
         assert stage is not None and recipe is not None
-        quantizer = None if stage.quantizer is None else (stage.quantizer.name, dict(stage.quantizer.options))
         extra: dict[str, Any] = {}
         if self.mutual_stage is not None:
             d = self.mutual_stage.distillation
@@ -187,21 +230,22 @@ class Plan:
             model, targets=recipe.targets,
             importance=(stage.importance.name, dict(stage.importance.options)),
             schedule=(stage.scheduler.name, dict(stage.scheduler.options)),
-            quantizer=quantizer, scope=stage.scope, min_density=stage.min_density,
+            quantizer=stage.quantizer, scope=stage.scope, min_density=stage.min_density,
             prune_every=self.prune_every or 1, registry=self.registry, **extra,
         )
         return self.compression
 
     def set_steps_per_epoch(self, steps: float | None) -> None:
-        """From a recipe without an explicit ``prune_every``: one round per ``epochs_per_round``
-        epochs of ``steps`` optimizer steps."""
-        if self.prune_every is not None or self.prune_stage is None or self.compression is None:
+        """From a recipe without an explicit ``prune_every``: lay its stages on the trainer's epochs
+        of ``steps`` optimizer steps, as ``squeezer run`` runs them (see :class:`Timeline`)."""
+        if self.prune_every is not None or self.recipe is None or self.compression is None:
             return
         if steps is None or steps != steps or steps in (float("inf"),) or steps < 1:
             raise ConfigError("prune_every: the number of steps per epoch is unknown (a data loader without "
                               "len()); pass prune_every= to the callback")
-        self.prune_every = max(1, int(steps) * max(1, self.prune_stage.epochs_per_round))
-        self.compression.prune_every = self.prune_every
+        self.timeline = Timeline.of(self.recipe, len(self.compression.schedule))
+        self.compression.prune_start = self.timeline.prune_epoch * int(steps)
+        self.compression.prune_every = self.timeline.epochs_per_round * int(steps)
 
 
 class Driver:
@@ -213,16 +257,25 @@ class Driver:
         self._pending: list[torch.Tensor] = []  # created while no optimizer was available
         self.done_at_epoch: int | None = None
 
+    def begin(self, optimizer: Any, schedulers: Iterable[Any] = (), epoch: int = 0) -> bool:
+        """Before the first step of ``epoch``: run the rounds already due (a recipe whose prune
+        stage comes first prunes before training). Returns True when it pruned."""
+        return self._prune(self.compression.prune_due, optimizer, schedulers, epoch - 1)
+
     def step(self, optimizer: Any, schedulers: Iterable[Any] = (), epoch: int = 0) -> bool:
         """Count one optimizer step; returns True when it pruned. New parameters join
         ``optimizer`` (now, or when one is first given) and ``schedulers`` drive them."""
+        return self._prune(self.compression.step, optimizer, schedulers, epoch)
+
+    def _prune(self, advance: Callable[[torch.optim.Optimizer | None], object], optimizer: Any,
+               schedulers: Iterable[Any], epoch: int) -> bool:
         comp = self.compression
         opt = unwrap_optimizer(optimizer)
         schedulers = list(schedulers)
         self._flush(opt, schedulers)
         before = {id(p) for p in comp.model.parameters()}
         known = len(opt.param_groups) if opt is not None else 0
-        pruned = comp.step(opt) is not None
+        pruned = advance(opt) is not None
         new = [p for p in comp.model.parameters() if id(p) not in before and p.requires_grad]
         self.added += new
         if opt is None:
@@ -324,11 +377,17 @@ class MutualPhase:
         return self._driver
 
     def _start_mutual_if_due(self, epoch: int, optimizer: Any, schedulers: Iterable[Any]) -> None:
-        """Start Phase 2 at the first epoch after the last pruning round."""
+        """Start Phase 2 at the recipe's mutual epoch, or else at the first epoch after the last
+        pruning round."""
         driver, settings = self._driver, self._plan.mutual
-        if driver is None or settings is None or self.teacher is not None:
+        if driver is None or settings is None or self.teacher is not None or driver.done_at_epoch is None:
             return
-        if driver.done_at_epoch is None or epoch <= driver.done_at_epoch:
+        timeline = self._plan.timeline
+        if timeline is not None and timeline.mutual_epoch is not None:
+            due = timeline.mutual_epoch
+        else:
+            due = driver.done_at_epoch + 1
+        if epoch < due:
             return
         self.teacher = driver.start_mutual(settings, optimizer, schedulers)
         self.teacher.register_forward_pre_hook(self._count_teacher_call)

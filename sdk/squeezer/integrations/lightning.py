@@ -12,11 +12,13 @@ What the callback does, on a :class:`squeezer.session.Compression` (built on the
 submodule ``module=``, from the recipe's ``prune`` stage; or the one you pass):
 
 - ``setup``: masks on the targeted weights (before ``configure_optimizers`` and DDP wrapping);
-- after every optimizer step (``on_train_batch_end``; gradient accumulation counts once):
-  :meth:`Compression.step`, which prunes every ``prune_every`` steps (from a recipe: one round per
-  ``epochs_per_round`` epochs) and adds the quantizers' parameters to ``trainer.optimizers[i]``
-  (and to its LR schedulers);
-- Phase 2 (with ``mutual``): from the first epoch after the last pruning round, ``callback.teacher``
+- ``on_train_start`` and after every optimizer step (``on_train_batch_end``; gradient accumulation
+  counts once): the pruning rounds now due, which add the quantizers' parameters to
+  ``trainer.optimizers[i]`` (and to its LR schedulers). From a recipe, the stages are laid on the
+  epochs as ``squeezer run`` lays them (``train`` epochs, then each round followed by its
+  ``epochs_per_round`` QAT epochs, then ``mutual``); otherwise a round every ``prune_every`` steps;
+- Phase 2 (with ``mutual``): from the recipe's ``mutual`` epoch (or the first epoch after the last
+  pruning round), ``callback.teacher``
   is the PQK self-teacher (its parameters in the optimizer, no weight decay on the shared
   storage). Your ``training_step`` calls it and returns :meth:`SqueezerCallback.mutual_loss`; one
   backward then trains the student's kept weights and the teacher's pruned-away ones;
@@ -55,9 +57,10 @@ class SqueezerCallback(MutualPhase, pl.Callback):
     """Prune, quantize and (optionally) run PQK's mutual phase inside ``Trainer.fit``.
 
     ``source``: a :class:`~squeezer.session.Compression` whose model is the LightningModule or a
-    submodule of it, or a recipe (a ``Recipe`` or a path) with one ``prune`` stage, whose
-    ``targets`` apply to ``module`` (a dotted submodule path; default the whole LightningModule).
-    ``prune_every`` (recipe only): optimizer steps between rounds. ``mutual``: ``True``, a
+    submodule of it, or a recipe (a ``Recipe`` or a path: ``train`` stages, one ``prune``, at most one
+    ``mutual`` last), whose ``targets`` apply to ``module`` (a dotted submodule path; default the
+    whole LightningModule). ``prune_every`` (recipe only): optimizer steps between rounds instead
+    of the recipe's epochs. ``mutual``: ``True``, a
     ``MutualStage`` (its ``warmup_epochs``, ``kd_weight``, ``teacher_*``; the distillation loss is
     the Compression's), or ``None`` for the recipe's ``mutual`` stage if it has one.
     ``export``: the artifact path written at the end of ``fit``.
@@ -118,6 +121,11 @@ class SqueezerCallback(MutualPhase, pl.Callback):
         steps = math.ceil(batches / max(1, trainer.accumulate_grad_batches)) if math.isfinite(batches) else None
         self._plan.set_steps_per_epoch(steps)
         self._last_step = trainer.global_step
+        if self._plan.timeline is not None:
+            max_epochs = trainer.max_epochs
+            self._plan.timeline.check_fits(max_epochs if max_epochs and max_epochs > 0 else None, "SqueezerCallback")
+        if self._driver is not None:
+            self._driver.begin(self._optimizer(trainer), self._schedulers(trainer), trainer.current_epoch)
 
     def _optimizer(self, trainer: pl.Trainer) -> torch.optim.Optimizer | None:
         optimizers = trainer.optimizers

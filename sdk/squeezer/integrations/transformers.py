@@ -18,14 +18,16 @@ from a recipe's ``prune`` stage):
 
 - masks are attached when the ``Trainer`` is created (``on_init_end``; at the latest on
   ``on_train_begin``), so the optimizer the trainer creates lazily already holds the weights;
-- ``on_step_end`` (after each optimizer step) runs :meth:`Compression.step`: a pruning round every
-  ``prune_every`` steps (from a recipe: one per ``epochs_per_round`` epochs); the quantizers'
-  parameters join the trainer's optimizer (``kwargs["optimizer"]``, unwrapped from accelerate's
-  wrapper; held back until one exists) and its LR scheduler;
+- ``on_train_begin`` and ``on_step_end`` (after each optimizer step) run the pruning rounds now
+  due: from a recipe, laid on the epochs as ``squeezer run`` lays them (``train`` epochs, then each
+  round followed by its ``epochs_per_round`` QAT epochs, then ``mutual``); otherwise a round every
+  ``prune_every`` steps. The quantizers' parameters join the trainer's optimizer
+  (``kwargs["optimizer"]``, unwrapped from accelerate's wrapper; held back until one exists) and its LR scheduler;
 - ``on_train_end``: the artifact, written by the main process only (``export=``).
 
 - Phase 2 (with ``mutual``: ``True``, a ``MutualStage``, or the recipe's ``mutual`` stage): from
-  the first epoch after the last pruning round (``on_epoch_begin``), ``callback.teacher`` is the PQK
+  the recipe's ``mutual`` epoch, or else the first epoch after the last pruning round
+  (``on_epoch_begin``), ``callback.teacher`` is the PQK
   self-teacher (its own norm copies added to the trainer's optimizer and LR scheduler, no weight
   decay on the shared storage). The loss needs a second forward, which only ``compute_loss`` can
   run: use :class:`SqueezerTrainer` (or :class:`MutualLossMixin` on your own ``Trainer``
@@ -65,9 +67,10 @@ class SqueezerTrainerCallback(MutualPhase, transformers.TrainerCallback):
     """Prune and quantize inside ``transformers.Trainer.train``.
 
     ``source``: a :class:`~squeezer.session.Compression` on the trainer's model (or a submodule),
-    or a recipe (a ``Recipe`` or a path) with one ``prune`` stage whose ``targets`` apply to
-    ``module`` (a dotted submodule path; default the whole model). ``prune_every`` (recipe only):
-    optimizer steps between rounds. ``mutual``: ``True``, a ``MutualStage`` (its ``warmup_epochs``,
+    or a recipe (a ``Recipe`` or a path: ``train`` stages, one ``prune``, at most one ``mutual``
+    last) whose ``targets`` apply to ``module`` (a dotted submodule path; default the whole model).
+    ``prune_every`` (recipe only): optimizer steps between rounds instead of the recipe's epochs.
+    ``mutual``: ``True``, a ``MutualStage`` (its ``warmup_epochs``,
     ``kd_weight``, ``teacher_*``; the distillation loss is the Compression's), or ``None`` for the
     recipe's ``mutual`` stage if it has one; Phase 2 needs :class:`SqueezerTrainer` (or
     :class:`MutualLossMixin`). ``export``: the artifact path written when training ends.
@@ -122,6 +125,10 @@ class SqueezerTrainerCallback(MutualPhase, transformers.TrainerCallback):
                 steps = math.ceil(state.max_steps / state.num_train_epochs)
         self._plan.set_steps_per_epoch(steps)
         self._epoch = -1  # on_epoch_begin counts epochs from 0
+        if self._plan.timeline is not None:
+            self._plan.timeline.check_fits(state.num_train_epochs or args.num_train_epochs, "SqueezerTrainerCallback")
+        if self._driver is not None:
+            self._driver.begin(kwargs.get("optimizer"), [kwargs.get("lr_scheduler")], 0)
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._epoch += 1

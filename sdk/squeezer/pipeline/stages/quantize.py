@@ -6,6 +6,8 @@ import fnmatch
 from collections.abc import Callable
 from typing import Any
 
+from torch import nn
+
 from squeezer import compress
 from squeezer.compress.targets import strip_wrappers
 from squeezer.compress.weight import compressed_weights
@@ -13,13 +15,15 @@ from squeezer.pipeline.context import Context
 from squeezer.pipeline.events import Note
 from squeezer.pipeline.stages.base import StageRunner
 from squeezer.recipe.configs import QuantizerChoice, QuantizeStage
+from squeezer.registry import Registry
 
 
-def quantizer_chooser(ctx: Context, choice: QuantizerChoice, where: str) -> Callable[[str], tuple[str, Any] | None]:
+def quantizer_chooser(model: nn.Module, registry: Registry, choice: QuantizerChoice,
+                      where: str) -> Callable[[str], tuple[str, Any] | None]:
     """``path -> (name, config)`` honouring per-layer overrides (first match wins; '@first'/'@last')."""
-    paths = [path for path, _ in compressed_weights(ctx.model)]
+    paths = [path for path, _ in compressed_weights(model)]
     aliases = {"@first": paths[0], "@last": paths[-1]} if paths else {}
-    base = ctx.registry.create("quantizer", choice.name, choice.options, where=where)
+    base = registry.create("quantizer", choice.name, choice.options, where=where)
 
     def choose(path: str) -> tuple[str, Any] | None:
         plain = strip_wrappers(path)
@@ -30,7 +34,7 @@ def quantizer_chooser(ctx: Context, choice: QuantizerChoice, where: str) -> Call
                 if override.skip:
                     return None
                 options = {**choice.options, **override.options}
-                return choice.name, ctx.registry.create(
+                return choice.name, registry.create(
                     "quantizer", choice.name, options, where=f"{where}.overrides[{j}]"
                 )
         return choice.name, base
@@ -38,13 +42,22 @@ def quantizer_chooser(ctx: Context, choice: QuantizerChoice, where: str) -> Call
     return choose
 
 
+def attach_pending_quantizers(model: nn.Module, registry: Registry, choice: QuantizerChoice,
+                              where: str) -> dict[str, int]:
+    """Attach quantizers to the compressed weights that have none yet; returns bits per newly
+    quantized weight. Shared by the ``prune`` and ``quantize`` stages and :class:`~squeezer.session.Compression`."""
+    if all(p.quantizer is not None for _, p in compressed_weights(model)):
+        return {}
+    choose = quantizer_chooser(model, registry, choice, where)
+    pending = {path for path, p in compressed_weights(model) if p.quantizer is None}
+    return compress.attach_quantizers(model, lambda path: choose(path) if path in pending else None)
+
+
 def attach_quantizers_once(ctx: Context, choice: QuantizerChoice, where: str) -> dict[str, int]:
-    """Attach quantizers to compressed weights that have none yet; report bits per layer."""
+    """Attach quantizers to compressed weights that have none yet; record bits per layer."""
     if all(p.quantizer is not None for _, p in compressed_weights(ctx.model)):
         return {}
-    choose = quantizer_chooser(ctx, choice, where)
-    pending = {path for path, p in compressed_weights(ctx.model) if p.quantizer is None}
-    bits = compress.attach_quantizers(ctx.model, lambda path: choose(path) if path in pending else None)
+    bits = attach_pending_quantizers(ctx.model, ctx.registry, choice, where)
     ctx.records.setdefault("bits", {}).update(bits)
     return bits
 
