@@ -376,3 +376,60 @@ def test_global_masks_with_infinite_scores_reach_the_total() -> None:
 def test_float64_scores_ranked_at_their_precision() -> None:
     score = torch.tensor([1e-50, 1e-60], dtype=torch.float64)
     assert layer_mask(score, torch.ones(2, dtype=torch.bool), 0.5).tolist() == [True, False]
+
+
+# --------------------------------------------------------------------------------------------------
+# the radix select against a plain sort, with chunks small enough that every chunked path runs
+
+
+def _oracle_global(layers: list[list[float]], current: list[list[bool]], sparsity: float,
+                   min_density: float) -> list[set[int]]:
+    """Pruned indices per layer, by sorting: already pruned entries first, each layer's best
+    ``min_kept`` entries protected, then the globally lowest scores, ties by position."""
+    ranked: list[tuple[bool, float, int, int, int]] = []  # (protected, score, offset, layer, index)
+    offset = already = protected_total = 0
+    for j, (scores, mask) in enumerate(zip(layers, current, strict=True)):
+        n = len(scores)
+        masked = [s if keep else -math.inf for s, keep in zip(scores, mask, strict=True)]
+        pruned_now = n - sum(mask)
+        keep = min(min_kept(n, min_density), n - pruned_now)
+        unprotected = oracle_lowest(masked, n - keep)
+        protected_total += n - len(unprotected)
+        already += pruned_now
+        ranked += [(i not in unprotected, masked[i], offset + i, j, i) for i in range(n)]
+        offset += n
+    total = offset
+    k = min(max(pruned_count(sparsity, total), already), total - protected_total)
+    out: list[set[int]] = [set() for _ in layers]
+    for _, _, _, j, i in sorted(ranked)[:k]:
+        out[j].add(i)
+    return out
+
+
+finite_or_inf = st.floats(allow_nan=False, width=32)
+layer_scores = st.lists(st.one_of(finite_or_inf, st.sampled_from([0.0, -0.0, 1.0, -1.0, 1e-45])),
+                        min_size=1, max_size=30)
+
+
+@given(data=st.data(), layers=st.lists(layer_scores, min_size=1, max_size=4), s=sparsities,
+       min_density=st.sampled_from([0.0, 0.1, 0.5]), chunk=st.integers(1, 8), wide=st.booleans())
+def test_global_masks_match_a_sort_across_chunk_boundaries(
+    data: st.DataObject, layers: list[list[float]], s: float, min_density: float, chunk: int, wide: bool
+) -> None:
+    import sys
+    from unittest import mock
+
+    masks_module = sys.modules["squeezer.compress.masks"]  # `compress.masks` is also a function
+    current = [data.draw(st.lists(st.booleans(), min_size=len(x), max_size=len(x))) for x in layers]
+    dtype = torch.float64 if wide else torch.float32
+    scores = {f"l{j}": torch.tensor(x, dtype=dtype) for j, x in enumerate(layers)}
+    dense = {f"l{j}": torch.tensor(m, dtype=torch.bool) for j, m in enumerate(current)}
+    with mock.patch.object(masks_module, "CHUNK", chunk), mock.patch.object(masks_module, "_MIN_CHUNK", chunk):
+        got = global_masks(scores, dense, s, min_density)
+        single = layer_mask(scores["l0"], dense["l0"], s)
+    expected = _oracle_global(layers, current, s, min_density)
+    for j in range(len(layers)):
+        assert {i for i, keep in enumerate(got[f"l{j}"].tolist()) if not keep} == expected[j], j
+    k0 = max(pruned_count(s, len(layers[0])), len(layers[0]) - sum(current[0]))
+    masked0 = [v if keep else -math.inf for v, keep in zip(layers[0], current[0], strict=True)]
+    assert {i for i, keep in enumerate(single.tolist()) if not keep} == oracle_lowest(masked0, k0)
