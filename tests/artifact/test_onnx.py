@@ -145,7 +145,7 @@ def test_unsigned_8_bit_codes_are_uint8(quantizer: str, tmp_path: Path) -> None:
     assert types == {TensorProto.UINT8}
 
 
-@pytest.mark.parametrize("name", ["embedding_net", "transformer_net"])
+@pytest.mark.parametrize("name", ["embedding_net", "transformer_net", "crnn"])
 def test_other_layer_types(name: str, tmp_path: Path) -> None:
     # transformer: a Linear on 3-D input becomes DequantizeLinear + MatMul, which onnxruntime fuses
     quantizer = QUANTIZERS[0]
@@ -159,6 +159,30 @@ def test_other_layer_types(name: str, tmp_path: Path) -> None:
     assert Counter(n.op_type for n in proto.graph.node)["DequantizeLinear"] == report.quantized > 0
     with torch.no_grad():
         np.testing.assert_allclose(run_ort(tmp_path / "model.onnx", x), model(x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+class _WithAuxHead(nn.Module):
+    """A training-only auxiliary head: compressed, but never read by the exported forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(8, 4)
+        self.aux = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.body(x)
+        return out
+
+
+def test_weights_the_forward_never_reads_are_left_out(tmp_path: Path) -> None:
+    model = _WithAuxHead()
+    sc.attach(model)
+    sc.prune(model, lambda p, w: w.abs(), 0.5)
+    sc.attach_quantizers(model, lambda p: (QUANTIZERS[0], REGISTRY.create("quantizer", QUANTIZERS[0], {"bits": 4})))
+    report = export_onnx(model.eval(), tmp_path / "model.onnx", torch.randn(3, 8))
+    proto = onnx.load(str(tmp_path / "model.onnx"))
+    assert report.quantized == 1
+    assert [n.input[0] for n in proto.graph.node if n.op_type == "DequantizeLinear"] == ["body.weight_quantized"]
 
 
 @pytest.mark.parametrize("name", MODELS)

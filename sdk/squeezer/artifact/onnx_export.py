@@ -34,7 +34,8 @@ import copy
 import os
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import attrs
@@ -111,24 +112,26 @@ def export_onnx(
     quantized = _quantized_weights(student)
     checks = _check_inputs(inputs, dynamic_batch)
     with torch.no_grad(), view(student, "student"):
-        expected = [_flat_outputs(student(*x), target) for x in checks]
+        with _reads_of_compressed_weights(student) as used:
+            expected = [_flat_outputs(student(*x), target) for x in checks]
         bake(student)
+    graphed = [q for q in quantized if q.path in used]  # a weight the forward never reads is not exported
     for q in quantized:
         module, attr = get_submodule_and_attr(student, q.path)
         parametrize.register_parametrization(module, attr, _Dequantize(q.codes, q.scale), unsafe=True)
 
     output_dims = [a.ndim for a in expected[0]]
     proto = _torch_export(student, inputs, output_dims, opset, dynamic_batch, target)
-    _name_quantized_initializers(proto, quantized)
+    _name_quantized_initializers(proto, graphed)
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as e:
         raise ArtifactError(f"{target}: exported ONNX model is invalid: {_first_line(e)}") from None
-    _check_graph(proto, quantized, target)
+    _check_graph(proto, graphed, target)
     data = proto.SerializeToString()
     max_diff = _verify(ort, data, checks, expected, rtol, atol, target)
     _atomic_write(target, data)
-    return OnnxReport(target, opset, len(quantized), max_diff, len(data))
+    return OnnxReport(target, opset, len(graphed), max_diff, len(data))
 
 
 # --- quantized weights -------------------------------------------------------------------------
@@ -165,6 +168,20 @@ class _Dequantize(nn.Module):
     def forward(self, _weight: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = _DequantizeFn.apply(self.codes, self.scale, self.zero_point)
         return out
+
+
+@contextmanager
+def _reads_of_compressed_weights(model: nn.Module) -> Iterator[set[str]]:
+    """Within the block, collect the paths of the compressed weights the model's forward reads
+    (a training-only head, say, is never read and so never appears in the graph)."""
+    used: set[str] = set()
+    handles = [p.register_forward_hook(lambda *_, path=path: used.add(path))
+               for path, p in compressed_weights(model)]
+    try:
+        yield used
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _graph_scale(scale: torch.Tensor) -> torch.Tensor:

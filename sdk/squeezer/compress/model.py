@@ -40,6 +40,37 @@ def attach_paths(model: nn.Module, paths: Sequence[str]) -> None:
             raise TargetError(f"{path}: weight is shared with another module (tied weights are not supported)")
         parametrize.register_parametrization(module, attr, CompressedWeight(weight), unsafe=True)
         _cache_within_forward(module)
+        _copyable_rnn(module)
+
+
+def _copyable_rnn(module: nn.Module) -> None:
+    """Let ``copy.deepcopy`` copy an RNN whose weights are compressed.
+
+    ``nn.RNNBase`` caches its weights in ``_flat_weights``; with parametrized weights the list
+    holds computed (non-leaf) tensors, which deepcopy refuses. The class
+    ``register_parametrization`` made for ``module`` copies without them and rebuilds the
+    copy's cache from its own parametrizations.
+    """
+    cls = type(module)
+    if not isinstance(module, nn.RNNBase) or cls.__dict__.get("_squeezer_copyable_rnn", False):
+        return
+    inner = cls.__deepcopy__  # type: ignore[attr-defined]  # parametrize's default_deepcopy
+
+    def __deepcopy__(self: nn.RNNBase, memo: dict[int, Any]) -> nn.RNNBase:
+        if id(self) in memo:
+            return memo[id(self)]
+        cached = self._flat_weights
+        self._flat_weights = [None if parametrize.is_parametrized(self, name) else w
+                              for name, w in zip(self._flat_weights_names, cached, strict=True)]
+        try:
+            replica: nn.RNNBase = inner(self, memo)
+        finally:
+            self._flat_weights = cached
+        replica._init_flat_weights()
+        return replica
+
+    cls.__deepcopy__ = __deepcopy__  # type: ignore[attr-defined]
+    cls._squeezer_copyable_rnn = True  # type: ignore[attr-defined]
 
 
 def _cache_within_forward(module: nn.Module) -> None:

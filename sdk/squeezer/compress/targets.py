@@ -8,6 +8,7 @@ Wrapper prefixes (DDP's ``module.``, ``torch.compile``'s ``_orig_mod.``) are ign
 from __future__ import annotations
 
 import fnmatch
+import re
 from typing import Any
 
 import attrs
@@ -15,7 +16,9 @@ from torch import nn
 
 from squeezer.errors import TargetError
 
-DEFAULT_TYPES = ("Linear", "Conv1d", "Conv2d", "Conv3d")
+DEFAULT_TYPES = ("Linear", "Conv1d", "Conv2d", "Conv3d", "RNNBase", "RNNCellBase")
+_RNN_WEIGHT = re.compile(r"weight_(ih|hh|hr)(_l\d+(_reverse)?)?")  # nn.LSTM's weight_ih_l0, nn.GRUCell's weight_hh
+_RNNS = (nn.RNNBase, nn.RNNCellBase)
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
@@ -31,7 +34,8 @@ class Targets:
 
     types: tuple[str, ...] = attrs.field(
         default=DEFAULT_TYPES, converter=_str_tuple,
-        metadata={"help": "module class names (or base class names) whose `weight` is compressed"},
+        metadata={"help": "module class names (or base class names) whose weights are compressed: `weight`, or an "
+                          "RNN's `weight_ih_l*`/`weight_hh_l*` (RNNBase: RNN, LSTM, GRU; RNNCellBase: their cells)"},
     )
     include: tuple[str, ...] = attrs.field(
         default=("*",), converter=_str_tuple,
@@ -101,12 +105,13 @@ def resolve(model: nn.Module, targets: Targets) -> Resolution:
         if not own:
             continue
         label = name or "<root>"
-        by_type = bool(_type_names(module) & set(targets.types)) and "weight" in own
+        weights = {a for a in own if a == "weight" or (isinstance(module, _RNNS) and _RNN_WEIGHT.fullmatch(a))}
+        by_type = bool(_type_names(module) & set(targets.types)) and bool(weights)
         for attr in sorted(own):
             path = f"{name}.{attr}" if name else attr
             raw_path = f"{raw_name}.{attr}" if raw_name else attr
             by_param = _matches(path, targets.parameters)
-            if not (by_type and attr == "weight") and not by_param:
+            if not (by_type and attr in weights) and not by_param:
                 continue
             excluded = _matches(name, targets.exclude) or _matches(path, targets.exclude)
             if excluded:

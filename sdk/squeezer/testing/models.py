@@ -22,6 +22,7 @@ __all__ = [
     "Toy",
     "cnn_bn",
     "conv1d_net",
+    "crnn",
     "depthwise_cnn",
     "embedding_net",
     "example_input",
@@ -136,11 +137,34 @@ def transformer_net(vocab: int = 32, dim: int = 16, heads: int = 2, layers: int 
     return _TransformerNet(vocab, dim, heads, layers, classes)
 
 
+class _CRNN(nn.Module):
+    def __init__(self, channels: int, hidden: int, classes: int) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv1d(channels, 6, 3, padding=1), nn.BatchNorm1d(6), nn.ReLU())
+        self.rnn = nn.GRU(6, hidden, batch_first=True)
+        self.lstm = nn.LSTM(hidden, hidden, batch_first=True, bidirectional=True)
+        self.head = nn.Linear(2 * hidden, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, _ = self.rnn(self.conv(x).transpose(1, 2))
+        h, _ = self.lstm(h)
+        out: torch.Tensor = self.head(h[:, -1])
+        return out
+
+
+def crnn(channels: int = 2, hidden: int = 8, classes: int = 4) -> nn.Module:
+    """A keyword-spotting style CRNN: Conv1d + BatchNorm1d, a GRU and a bidirectional LSTM, then a
+    Linear head on the last step: ``(N, channels, 16) -> (N, classes)``."""
+    _seeded()
+    return _CRNN(channels, hidden, classes)
+
+
 _FACTORIES: dict[str, Callable[[], nn.Module]] = {
     "mlp": mlp,
     "cnn_bn": cnn_bn,
     "depthwise_cnn": depthwise_cnn,
     "conv1d_net": conv1d_net,
+    "crnn": crnn,
     "embedding_net": embedding_net,
     "transformer_net": transformer_net,
 }
@@ -156,7 +180,7 @@ def example_input(name: str, batch: int = 2) -> torch.Tensor:
         return torch.randn(batch, 3, 8, 8, generator=g)
     if name == "depthwise_cnn":
         return torch.randn(batch, 4, 8, 8, generator=g)
-    if name == "conv1d_net":
+    if name in ("conv1d_net", "crnn"):
         return torch.randn(batch, 2, 16, generator=g)
     if name in ("embedding_net", "transformer_net"):
         return torch.randint(0, 32, (batch, 5), generator=g)
