@@ -141,6 +141,14 @@ class _Snapshot(TrainerCallback):
         self.at_start: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
         self.kd_weights: list[float] = []
 
+        self.stale_teacher_grads = 0  # Phase 2 steps that began with gradients left from the last one
+        self.phase2_steps = 0
+
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.sq.teacher is not None:
+            self.phase2_steps += 1
+            self.stale_teacher_grads += any(p.grad is not None for p in self.sq.teacher.parameters())
+
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.kd_weights.append(self.sq.kd_weight)
         if self.sq.teacher is not None and self.at_start is None:
@@ -166,6 +174,8 @@ def test_phase2_mutual_learning(registry: Registry, tmp_path: Path) -> None:
     teacher = callback.teacher
     assert teacher is not None and comp.done and comp.steps == 8
     assert snapshot.kd_weights == [0.0, 0.0, 0.0, 1.0]
+    # the Trainer zeroes only the model's gradients; the callback clears the teacher's own copies
+    assert snapshot.phase2_steps == 4 and snapshot.stale_teacher_grads == 0
     assert comp.sparsity == pytest.approx(0.75, abs=0.01)
     # the teacher's own norm copies (and everything else trainable) are in the optimizer
     optimizer = trainer.optimizer

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -91,6 +91,22 @@ def _originals(model: nn.Module) -> list[torch.Tensor]:
     from squeezer import compress
 
     return [compress.original(model, path) for path, _ in compressed_weights(model)]
+
+
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _average_gradient(p: torch.Tensor) -> None:
+    """Post-accumulate-grad hook: the mean of ``p.grad`` over the ranks. Under gradient
+    accumulation it runs after every micro-batch; the part already averaged stays the same."""
+    import torch.distributed as dist
+
+    if p.grad is not None:
+        dist.all_reduce(p.grad)
+        p.grad /= dist.get_world_size()
 
 
 def average_gradients(params: Iterable[torch.Tensor]) -> None:
@@ -254,6 +270,9 @@ class Driver:
     def __init__(self, compression: Compression) -> None:
         self.compression = compression
         self.added: list[torch.Tensor] = []  # parameters created during training (for DDP averaging)
+        #: average the new parameters' gradients across ranks as backward accumulates them,
+        #: for trainers that clip gradients before any hook a callback gets (HF's Trainer)
+        self.average_in_backward = False
         self._pending: list[torch.Tensor] = []  # created while no optimizer was available
         self.done_at_epoch: int | None = None
 
@@ -277,7 +296,7 @@ class Driver:
         known = len(opt.param_groups) if opt is not None else 0
         pruned = advance(opt) is not None
         new = [p for p in comp.model.parameters() if id(p) not in before and p.requires_grad]
-        self.added += new
+        self._track(new)
         if opt is None:
             self._pending += new
         else:
@@ -285,6 +304,12 @@ class Driver:
         if pruned and comp.done and self.done_at_epoch is None:
             self.done_at_epoch = epoch
         return pruned
+
+    def _track(self, params: Sequence[torch.Tensor]) -> None:
+        self.added += params
+        if self.average_in_backward and _world_size() > 1:
+            for p in params:
+                p.register_post_accumulate_grad_hook(_average_gradient)
 
     def _flush(self, opt: torch.optim.Optimizer | None, schedulers: list[Any]) -> None:
         if opt is None or not self._pending:
@@ -304,7 +329,7 @@ class Driver:
         known = len(opt.param_groups)
         no_decay_on_originals(self.compression.model, opt)
         teacher = self.compression.self_teacher(opt, owns=settings.teacher_owns, quantized=settings.teacher_quantized)
-        self.added += [p for p in teacher.parameters() if p.requires_grad]
+        self._track([p for p in teacher.parameters() if p.requires_grad])
         cover_new_groups(opt, schedulers, known)
         return teacher
 

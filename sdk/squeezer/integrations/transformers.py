@@ -54,7 +54,6 @@ from squeezer.integrations._driver import (
     MutualPhase,
     Plan,
     Source,
-    average_gradients,
 )
 from squeezer.recipe.configs import MutualStage
 from squeezer.registry import Registry
@@ -108,7 +107,8 @@ class SqueezerTrainerCallback(MutualPhase, transformers.TrainerCallback):
 
     def _ensure(self, model: nn.Module | None) -> Driver | None:
         if self._driver is None and model is not None:
-            self._build_driver(model, "SqueezerTrainerCallback")
+            # HF clips gradients before on_pre_optimizer_step: average while backward runs instead
+            self._build_driver(model, "SqueezerTrainerCallback").average_in_backward = True
         return self._driver
 
     def on_init_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -134,11 +134,11 @@ class SqueezerTrainerCallback(MutualPhase, transformers.TrainerCallback):
         self._epoch += 1
         self._start_mutual_if_due(self._epoch, kwargs.get("optimizer"), [kwargs.get("lr_scheduler")])
 
-    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self._driver is not None and args.world_size > 1:
-            average_gradients(self._driver.added)
-
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.teacher is not None:
+            # the Trainer zeroes the model's gradients only; the teacher's own copies are not in it
+            for p in self.teacher.parameters():
+                p.grad = None
         driver = self._ensure(kwargs.get("model"))
         if driver is not None:
             driver.step(kwargs.get("optimizer"), [kwargs.get("lr_scheduler")], max(self._epoch, 0))
