@@ -22,7 +22,14 @@ from squeezer_lsq.activations import (
     remove_activation_quantizers,
 )
 from squeezer_lsq.config import LsqQuantizer, MinMaxQuantizer, grid_limits
-from squeezer_lsq.modules import LsqFakeQuantizer, MinMaxFakeQuantizer
+from squeezer_lsq.modules import (
+    _FLOORS,
+    LsqFakeQuantizer,
+    MinMaxFakeQuantizer,
+    _LsqFakeQuantize,
+    fake_quantize,
+    lsq_step,
+)
 
 shapes = st.lists(st.integers(1, 5), min_size=1, max_size=4).map(tuple)
 bits_st = st.integers(2, 8)
@@ -432,3 +439,34 @@ def test_activation_quantizer_bad_names_and_bits():
     attach_activation_quantizers(model, ["0"])
     with pytest.raises(ValueError, match="already"):
         attach_activation_quantizers(model, ["0"])
+
+
+@given(w=weights, bits=bits_st, per_channel=st.booleans(), signed=st.booleans(),
+       factor=st.sampled_from([1.0, 0.1, 3.0]), seed=st.integers(0, 1000))
+def test_fused_node_equals_the_composition(w, bits, per_channel, signed, factor, seed):
+    """One autograd node: the composition's forward value bitwise, its gradients to rounding, and
+    each gradient alone (the weight frozen, or the step) the same as both together."""
+    fq = LsqFakeQuantizer(w, bits=bits, signed=signed, per_channel=per_channel)
+    with torch.no_grad():
+        fq.step.mul_(factor)
+    up = torch.randn(w.shape, generator=torch.Generator().manual_seed(seed))
+
+    def run(fused: bool, v_grad: bool, s_grad: bool):
+        v = w.clone().requires_grad_(v_grad)
+        step = fq.step.detach().clone().requires_grad_(s_grad)
+        if fused:
+            out = _LsqFakeQuantize.apply(v, step, fq.grad_scale, _FLOORS[w.dtype], fq.qn, fq.qp)
+        else:
+            out = fake_quantize(v, lsq_step(step, fq.grad_scale, w.dtype), fq.qn, fq.qp)
+        if v_grad or s_grad:
+            (out * up).sum().backward()
+        return out.detach(), v.grad, step.grad
+
+    out, gv, gs = run(True, True, True)
+    ref_out, ref_gv, ref_gs = run(False, True, True)
+    assert torch.equal(out, ref_out)
+    torch.testing.assert_close(gv, ref_gv, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gs, ref_gs, rtol=1e-4, atol=1e-5 * float(gs.abs().max()) + 1e-6)
+    _, only_v, _ = run(True, True, False)
+    _, _, only_s = run(True, False, True)
+    assert torch.equal(only_v, gv) and torch.equal(only_s, gs)

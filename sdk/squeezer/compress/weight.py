@@ -9,8 +9,9 @@ one of three *views* of it (``M`` the boolean mask, ``Q`` the optional fake quan
   ("unimportant") entries (with gradient): the PQK teacher shares the student's storage.
 - ``teacher_fp``: as ``teacher`` but the important entries in full precision (no gradient).
 
-``torch.where`` rather than a multiplication makes pruned entries exactly 0 even where ``W`` holds
-Inf, and their gradient exactly 0 even where upstream gradients are NaN.
+Masking selects rather than multiplies (``torch.where`` semantics, computed by a bitwise AND in
+:mod:`squeezer.compress.bitmask`), so pruned entries are exactly 0 even where ``W`` holds Inf,
+and their gradient exactly 0 even where upstream gradients are NaN.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any, Literal
 
 import torch
 from torch import nn
+
+from squeezer.compress.bitmask import blend, masked
 
 View = Literal["student", "teacher", "teacher_fp"]
 VIEWS: tuple[View, ...] = ("student", "teacher", "teacher_fp")
@@ -40,13 +43,12 @@ class CompressedWeight(nn.Module):
         self.view: View = "student"
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        zero = weight.new_zeros(())
-        kept = torch.where(self.mask, weight, zero)
+        kept = masked(self.mask, weight)
         student = self.quantizer(kept) if self.quantizer is not None else kept
         if self.view == "student":
             return student
         important = student if self.view == "teacher" else weight
-        return torch.where(self.mask, important.detach(), weight)
+        return blend(self.mask, important, weight)
 
     def extra_repr(self) -> str:
         density = self.mask.float().mean().item() if self.mask.numel() else 1.0
