@@ -188,7 +188,7 @@ def _verify_export(ctx: Context, model: nn.Module, path: Path, factory: Factory)
     validation batch: a mismatch fails the run instead of leaving a silently wrong file."""
     from squeezer.artifact import load as load_artifact
     from squeezer.errors import ArtifactError
-    from squeezer.pipeline.training import batch_to
+    from squeezer.pipeline.training import batch_to, forward
 
     fresh = load_artifact(path, call_factory(factory, "model").to(ctx.device))
     batch = next(iter(ctx.val_loader), None)
@@ -196,7 +196,7 @@ def _verify_export(ctx: Context, model: nn.Module, path: Path, factory: Factory)
         return
     x, _ = batch_to(batch, ctx.device)
     with torch.no_grad():
-        expected, got = model.eval()(x), fresh(x)
+        expected, got = forward(model.eval(), x), forward(fresh.eval(), x)
     if not torch.allclose(expected, got, rtol=1e-5, atol=1e-5):
         diff = float((expected - got).abs().max())
         path.unlink(missing_ok=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -32,15 +32,60 @@ def set_lr(optimizer: torch.optim.Optimizer, optim: Optim, progress: float) -> f
     return lr
 
 
-def batch_to(batch: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Split a loader batch into (inputs, targets) on ``device``."""
-    if isinstance(batch, dict):
-        x, y = batch.get("input", batch.get("x")), batch.get("target", batch.get("y"))
-        if x is None or y is None:
-            raise TypeError("a dict batch needs 'input'/'x' and 'target'/'y' keys")
+#: keys of a dict batch, in order of preference
+TARGET_KEYS = ("target", "y", "labels", "label")
+INPUT_KEYS = ("input", "x")
+
+
+def batch_to(batch: Any, device: torch.device) -> tuple[Any, torch.Tensor]:
+    """Split a loader batch into (inputs, targets) on ``device``.
+
+    A tuple or list is ``(inputs, targets, ...)``. A dict holds its targets under ``target``,
+    ``y``, ``labels`` or ``label`` and its inputs under ``input`` or ``x``, or else as all its
+    other entries, passed to the model as keyword arguments (``input_ids``, ``attention_mask``).
+    """
+    if isinstance(batch, Mapping):
+        target = next((k for k in TARGET_KEYS if k in batch), None)
+        if target is None:
+            raise TypeError(f"a dict batch needs its targets under one of {', '.join(TARGET_KEYS)}; "
+                            f"it has {', '.join(map(str, batch))}")
+        key = next((k for k in INPUT_KEYS if k in batch), None)
+        x = batch[key] if key is not None else {k: v for k, v in batch.items() if k != target}
+        if isinstance(x, Mapping) and not x:
+            raise TypeError("a dict batch needs inputs besides its targets")
+        y = batch[target]
     else:
         x, y = batch[0], batch[1]
-    return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    return _to(x, device), y.to(device, non_blocking=True)
+
+
+def _to(x: Any, device: torch.device) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.to(device, non_blocking=True)
+    if isinstance(x, Mapping):
+        return {k: _to(v, device) for k, v in x.items()}
+    if isinstance(x, tuple | list):
+        return type(x)(_to(v, device) for v in x)
+    return x
+
+
+def forward(model: nn.Module, inputs: Any) -> torch.Tensor:
+    """The logits of ``model`` on ``inputs`` from :func:`batch_to` (a dict as keyword arguments)."""
+    return logits_of(model(**inputs) if isinstance(inputs, Mapping) else model(inputs))
+
+
+def logits_of(output: Any) -> torch.Tensor:
+    """The logits in a model's output: the output itself, its ``logits`` entry or attribute (a
+    Hugging Face ``ModelOutput``), or the first element of a tuple."""
+    if isinstance(output, torch.Tensor):
+        return output
+    found = output.get("logits") if isinstance(output, Mapping) else getattr(output, "logits", None)
+    if found is None and isinstance(output, tuple | list) and output:
+        found = output[0]
+    if not isinstance(found, torch.Tensor):
+        raise TrainingError(f"the model returned {type(output).__name__}; expected logits: a tensor, a mapping "
+                            "or object with a 'logits' tensor, or a tuple whose first element is the logits")
+    return found
 
 
 @torch.no_grad()
@@ -53,7 +98,7 @@ def evaluate(model: nn.Module, loader: Iterable[Any], device: torch.device) -> t
     try:
         for batch in loader:
             x, y = batch_to(batch, device)
-            logits = model(x)
+            logits = forward(model, x)
             loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
             correct += int((logits.argmax(dim=-1) == y).sum())
             total += int(y.numel())

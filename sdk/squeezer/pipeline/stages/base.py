@@ -10,7 +10,7 @@ from torch import nn
 
 from squeezer.compress.weight import compressed_weights
 from squeezer.pipeline.context import Context
-from squeezer.pipeline.training import batch_to, evaluate
+from squeezer.pipeline.training import batch_to, evaluate, forward
 from squeezer.recipe.configs import Stage, Strategy
 
 
@@ -59,7 +59,7 @@ class StageRunner:
     def step(self, net: nn.Module, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
         """One training step's loss; ``net`` is :meth:`network`, possibly DDP-wrapped."""
         x, y = batch_to(batch, self.ctx.device)
-        loss = nn.functional.cross_entropy(net(x), y)
+        loss = nn.functional.cross_entropy(forward(net, x), y)
         return loss, {}
 
     def epoch_metrics(self) -> dict[str, float]:

@@ -12,7 +12,7 @@ from torch import nn
 from squeezer import compress
 from squeezer.pipeline.factories import call_factory
 from squeezer.pipeline.stages.base import StageRunner, distillation_loss
-from squeezer.pipeline.training import batch_to
+from squeezer.pipeline.training import batch_to, forward
 from squeezer.recipe.configs import DistillStage
 
 
@@ -51,7 +51,7 @@ class DistillRunner(StageRunner):
         assert self.teacher is not None
         x, y = batch_to(batch, self.ctx.device)
         with torch.no_grad():
-            t_logits = self.teacher(x)
-        s_logits = net(x)
+            t_logits = forward(self.teacher, x)
+        s_logits = forward(net, x)
         loss = nn.functional.cross_entropy(s_logits, y) + self.cfg.kd_weight * self.loss(s_logits, t_logits)
         return loss, {}

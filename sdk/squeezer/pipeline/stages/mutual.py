@@ -16,7 +16,7 @@ from torch import nn
 
 from squeezer.compress.teacher import SelfTeacher
 from squeezer.pipeline.stages.base import StageRunner, distillation_loss, split_parameters
-from squeezer.pipeline.training import batch_to, evaluate
+from squeezer.pipeline.training import batch_to, evaluate, forward
 from squeezer.recipe.configs import MutualStage
 
 
@@ -29,9 +29,9 @@ class StudentAndTeacher(nn.Module):
         self.student = student
         self.teacher = teacher
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: Any) -> tuple[torch.Tensor, torch.Tensor]:
         self.teacher.train(self.student.training)
-        return self.student(x), self.teacher(x)
+        return forward(self.student, x), forward(self.teacher, x)
 
 
 class MutualRunner(StageRunner):

@@ -15,7 +15,7 @@ from squeezer.compress.weight import compressed_weights
 from squeezer.pipeline.events import Pruned
 from squeezer.pipeline.stages.base import StageRunner
 from squeezer.pipeline.stages.quantize import attach_quantizers_once, attach_targets
-from squeezer.pipeline.training import batch_to
+from squeezer.pipeline.training import batch_to, forward
 from squeezer.recipe.configs import PruneStage
 from squeezer.recipe.loader import checked_schedule
 
@@ -86,7 +86,7 @@ class PruneRunner(StageRunner):
             if i >= self.cfg.calibration_batches:
                 break
             x, y = batch_to(batch, self.ctx.device)
-            nn.functional.cross_entropy(model(x), y).backward()
+            nn.functional.cross_entropy(forward(model, x), y).backward()
         grads = {path: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
                  for path, p in params.items()}
         model.zero_grad(set_to_none=True)
