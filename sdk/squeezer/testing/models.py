@@ -12,7 +12,7 @@ Every factory is deterministic (seeded) and small enough for a unit test to run 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -28,6 +28,8 @@ __all__ = [
     "example_input",
     "make",
     "mlp",
+    "toy_loaders",
+    "toy_model",
     "transformer_net",
 ]
 
@@ -192,3 +194,24 @@ def make(name: str, batch: int = 2) -> Toy:
     if name not in _FACTORIES:
         raise KeyError(f"unknown toy model {name!r} (valid: {', '.join(MODEL_NAMES)})")
     return Toy(_FACTORIES[name](), example_input(name, batch))
+
+
+def toy_model(name: str) -> nn.Module:
+    """Recipe model factory for a toy model: ``[model] factory = "squeezer.testing.models:toy_model"``."""
+    return make(name).model
+
+
+def toy_loaders(name: str, samples: int = 64, batch_size: int = 16, classes: int = 4) -> tuple[Any, Any]:
+    """Recipe data factory: random inputs shaped like ``example_input(name)`` with random labels
+    (learnable only by memorizing; for plumbing tests), as ``(train_loader, val_loader)``."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    like = example_input(name, samples)
+    g = torch.Generator().manual_seed(_SEED + 2)
+    if like.dtype == torch.long:
+        x = torch.randint(0, int(like.max()) + 1, like.shape, generator=g)
+    else:
+        x = torch.randn(like.shape, generator=g)
+    data = TensorDataset(x, torch.randint(0, classes, (samples,), generator=g))
+    return DataLoader(data, batch_size=batch_size, shuffle=True), DataLoader(data, batch_size=batch_size)
+
