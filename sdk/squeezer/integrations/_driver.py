@@ -275,6 +275,11 @@ class Driver:
         self.average_in_backward = False
         self._pending: list[torch.Tensor] = []  # created while no optimizer was available
         self.done_at_epoch: int | None = None
+        #: the param groups added to the trainer's optimizer, in order, for a resumed run to add
+        #: them again: ``{"kind": "params", "params": [names]}`` or ``{"kind": "mutual", "groups": n}``
+        self.history: list[dict[str, Any]] = []
+        #: the optimizer's number of param groups before the first one was added
+        self.base_groups: int | None = None
 
     def begin(self, optimizer: Any, schedulers: Iterable[Any] = (), epoch: int = 0) -> bool:
         """Before the first step of ``epoch``: run the rounds already due (a recipe whose prune
@@ -300,6 +305,7 @@ class Driver:
         if opt is None:
             self._pending += new
         else:
+            self._record(opt, known, "params")
             cover_new_groups(opt, schedulers, known)
         if pruned and comp.done and self.done_at_epoch is None:
             self.done_at_epoch = epoch
@@ -317,7 +323,20 @@ class Driver:
         known = len(opt.param_groups)
         opt.add_param_group({"params": self._pending})
         self._pending = []
+        self._record(opt, known, "params")
         cover_new_groups(opt, schedulers, known)
+
+    def _record(self, opt: torch.optim.Optimizer, known: int, kind: str) -> None:
+        """Note the param groups added to ``opt`` after its first ``known`` ones."""
+        added = opt.param_groups[known:]
+        if self.base_groups is None and added:
+            self.base_groups = known
+        if kind != "params":  # Phase 2 is noted even when it added no group
+            self.history.append({"kind": kind, "groups": len(added)})
+            return
+        names = {id(p): name for name, p in self.compression.model.named_parameters()}
+        for group in added:
+            self.history.append({"kind": "params", "params": [names.get(id(p), "?") for p in group["params"]]})
 
     def start_mutual(self, settings: MutualSettings, optimizer: Any, schedulers: Iterable[Any] = ()) -> SelfTeacher:
         """Phase 2: build the self-teacher, add its parameters to ``optimizer`` and take weight
@@ -330,6 +349,7 @@ class Driver:
         no_decay_on_originals(self.compression.model, opt)
         teacher = self.compression.self_teacher(opt, owns=settings.teacher_owns, quantized=settings.teacher_quantized)
         self._track([p for p in teacher.parameters() if p.requires_grad])
+        self._record(opt, known, "mutual")
         cover_new_groups(opt, schedulers, known)
         return teacher
 

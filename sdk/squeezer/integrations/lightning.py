@@ -24,6 +24,13 @@ submodule ``module=``, from the recipe's ``prune`` stage; or the one you pass):
   backward then trains the student's kept weights and the teacher's pruned-away ones;
 - ``on_fit_end``: the artifact written by global rank 0 (``export=``).
 
+Resuming (``trainer.fit(module, loader, ckpt_path=...)`` with a fresh module, callback and trainer):
+the callback's state is part of Lightning's checkpoint (``state_dict``). While Lightning loads the
+model's state (before ``configure_optimizers``) the quantizers' entries are set aside; after
+``configure_optimizers`` (``on_fit_start``, before Lightning loads the optimizer's state) the
+callback rebuilds the quantizers, restores its counters and Phase 2, and adds the param groups it
+had added, in the same order. See :mod:`squeezer.integrations._resume`.
+
 Under DDP, the gradients of parameters created during training (quantizer step sizes, the teacher's
 copies), which the DDP wrapper does not know, are averaged across ranks before each optimizer step.
 """
@@ -40,12 +47,8 @@ import lightning.pytorch as pl
 import torch
 
 from squeezer.errors import ConfigError
-from squeezer.integrations._driver import (
-    MutualPhase,
-    Plan,
-    Source,
-    average_gradients,
-)
+from squeezer.integrations._driver import Plan, Source, average_gradients
+from squeezer.integrations._resume import Resumable
 from squeezer.recipe.configs import MutualStage
 from squeezer.registry import Registry
 from squeezer.session import Compression
@@ -53,7 +56,7 @@ from squeezer.session import Compression
 __all__ = ["SqueezerCallback"]
 
 
-class SqueezerCallback(MutualPhase, pl.Callback):
+class SqueezerCallback(Resumable, pl.Callback):
     """Prune, quantize and (optionally) run PQK's mutual phase inside ``Trainer.fit``.
 
     ``source``: a :class:`~squeezer.session.Compression` whose model is the LightningModule or a
@@ -64,7 +67,12 @@ class SqueezerCallback(MutualPhase, pl.Callback):
     ``MutualStage`` (its ``warmup_epochs``, ``kd_weight``, ``teacher_*``; the distillation loss is
     the Compression's), or ``None`` for the recipe's ``mutual`` stage if it has one.
     ``export``: the artifact path written at the end of ``fit``.
+
+    ``trainer.fit(module, ckpt_path=...)`` resumes from any checkpoint of such a run (the callback's
+    state is part of it) with a fresh module, callback and trainer built as before.
     """
+
+    _owner = "SqueezerCallback"
 
     def __init__(
         self,
@@ -115,11 +123,48 @@ class SqueezerCallback(MutualPhase, pl.Callback):
             return
         self._trainer = trainer
         self._build_driver(pl_module, "SqueezerCallback")
+        self._watch_loads()  # Lightning loads a checkpoint's model state before configure_optimizers
 
+    # --- resuming: the callback's state in Lightning's checkpoint ------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The callback's part of a checkpoint (see :mod:`squeezer.integrations._resume`)."""
+        if self._trainer is None:
+            return {}
+        return self._resume_state(self._optimizer(self._trainer))
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Called after the model's state is loaded and before ``configure_optimizers``: check the
+        settings now; the structure is restored once the optimizer exists (``on_fit_start``)."""
+        if self._driver is None or not state_dict or not self._resuming:
+            return
+        self._check_saved(state_dict)
+        self._saved = state_dict
+        trainer = self._trainer
+        if trainer is not None and trainer.strategy.restore_checkpoint_after_setup:  # the optimizer exists
+            self._restore(state_dict, self._optimizer(trainer), self._schedulers(trainer))
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # configure_optimizers has run; Lightning loads the optimizer's state next
+        if self._saved is not None and not self._restored:
+            self._restore(self._saved, self._optimizer(trainer), self._schedulers(trainer))
+        self._require_restored()
+
+    def _require_restored(self) -> None:
+        if self._stash is not None and self._stash.loaded and not self._restored:
+            raise self._fail("the checkpoint has no SqueezerCallback state (was it written with the callback "
+                             "and without save_weights_only?)")
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._unwatch()
+
+    # --- training ---------------------------------------------------------------------------
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._require_restored()
+        self._unwatch()
         batches = trainer.num_training_batches
         steps = math.ceil(batches / max(1, trainer.accumulate_grad_batches)) if math.isfinite(batches) else None
         self._plan.set_steps_per_epoch(steps)
+        self._check_timing()
         self._last_step = trainer.global_step
         if self._plan.timeline is not None:
             max_epochs = trainer.max_epochs

@@ -34,13 +34,24 @@ from a recipe's ``prune`` stage):
   subclass), whose ``compute_loss`` then returns ``callback.mutual_loss(student_logits,
   teacher_logits, labels)`` (distillation weight 0 for the stage's ``warmup_epochs``), and the
   normal loss before.
+
+Resuming (``trainer.train(resume_from_checkpoint=...)`` with a fresh model, callback and trainer):
+the callback's state is saved in the optimizer's ``state_dict`` (``optimizer.pt``, key
+``"squeezer"``). While the Trainer loads the model's weights the quantizers' entries are set aside;
+just before the optimizer loads its state (a ``load_state_dict`` pre-hook on the optimizer) the
+callback rebuilds the quantizers, restores its counters and Phase 2, and adds its param groups
+again, extending the LR scheduler. The Trainer creates its optimizer out of a callback's reach, so
+the hook is put on it by :class:`SqueezerTrainer` / :class:`MutualLossMixin` (``create_optimizer``,
+``create_scheduler``), or on the optimizer and scheduler given as ``Trainer(optimizers=...)``.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import uuid
 import warnings
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -49,20 +60,20 @@ import transformers
 from torch import nn
 
 from squeezer.errors import ConfigError
-from squeezer.integrations._driver import (
-    Driver,
-    MutualPhase,
-    Plan,
-    Source,
-)
+from squeezer.integrations._driver import Driver, Plan, Source, unwrap_optimizer
+from squeezer.integrations._resume import Resumable
+from squeezer.pipeline.training import logits_of
 from squeezer.recipe.configs import MutualStage
 from squeezer.registry import Registry
 from squeezer.session import Compression
 
 __all__ = ["MutualLossMixin", "SqueezerTrainer", "SqueezerTrainerCallback"]
 
+#: the key of the callback's state in the optimizer's state_dict (``optimizer.pt``)
+STATE_KEY = "squeezer"
 
-class SqueezerTrainerCallback(MutualPhase, transformers.TrainerCallback):
+
+class SqueezerTrainerCallback(Resumable, transformers.TrainerCallback):
     """Prune and quantize inside ``transformers.Trainer.train``.
 
     ``source``: a :class:`~squeezer.session.Compression` on the trainer's model (or a submodule),
@@ -73,7 +84,14 @@ class SqueezerTrainerCallback(MutualPhase, transformers.TrainerCallback):
     ``kd_weight``, ``teacher_*``; the distillation loss is the Compression's), or ``None`` for the
     recipe's ``mutual`` stage if it has one; Phase 2 needs :class:`SqueezerTrainer` (or
     :class:`MutualLossMixin`). ``export``: the artifact path written when training ends.
+
+    ``trainer.train(resume_from_checkpoint=...)`` resumes from any checkpoint of such a run, with a
+    fresh model, callback and :class:`SqueezerTrainer` (or a ``Trainer`` with
+    :class:`MutualLossMixin`, or one given ``optimizers=(optimizer, lr_scheduler)``). The callback's
+    state travels in the optimizer's ``state_dict`` under ``"squeezer"``.
     """
+
+    _owner = "SqueezerTrainerCallback"
 
     def __init__(
         self,
@@ -94,6 +112,12 @@ class SqueezerTrainerCallback(MutualPhase, transformers.TrainerCallback):
         self.export_info = dict(export_info or {})
         self._epoch = 0
         self._init_phase()
+        # resuming: the optimizers whose state_dict carries the callback's state, the LR scheduler
+        # to extend before it loads, and whether the trainer lets the callback restore in time
+        self._watched: weakref.WeakSet[torch.optim.Optimizer] = weakref.WeakSet()
+        self._lr_schedulers: list[Any] = []
+        self._can_restore = False
+        self._origin = uuid.uuid4().hex  # marks the states this callback wrote (see _restore_from_optimizer_state)
 
     @property
     def compression(self) -> Compression:
@@ -109,13 +133,64 @@ class SqueezerTrainerCallback(MutualPhase, transformers.TrainerCallback):
         if self._driver is None and model is not None:
             # HF clips gradients before on_pre_optimizer_step: average while backward runs instead
             self._build_driver(model, "SqueezerTrainerCallback").average_in_backward = True
+            self._watch_loads(self._check_can_restore)  # train(resume_from_checkpoint=) loads the model first
         return self._driver
+
+    # --- resuming: the callback's state in the optimizer's state_dict ----------------------------
+    def _watch_optimizer(self, optimizer: Any) -> None:
+        """Save the callback's state with ``optimizer``'s, and restore it (the structure, the param
+        groups) just before ``optimizer`` loads a checkpoint's state."""
+        opt = unwrap_optimizer(optimizer)
+        if opt is None or opt in self._watched:
+            return
+        opt.register_state_dict_post_hook(self._save_into_optimizer_state)
+        opt.register_load_state_dict_pre_hook(self._restore_from_optimizer_state)
+        self._watched.add(opt)
+
+    def _save_into_optimizer_state(self, optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> None:
+        if self._driver is not None:
+            state_dict[STATE_KEY] = {**self._resume_state(optimizer), "origin": self._origin}
+
+    def _restore_from_optimizer_state(self, optimizer: torch.optim.Optimizer,
+                                      state_dict: dict[str, Any]) -> dict[str, Any]:
+        saved = state_dict.pop(STATE_KEY, None)  # a shallow copy: the caller's dict keeps it
+        if saved is None and self._stash is not None and self._stash.loaded and not self._restored:
+            raise self._fail("the checkpoint's optimizer state holds no callback state (was it written by a run "
+                             "with this callback, by this version of squeezer?)")
+        # accelerate's optimizer wrapper loads the optimizer's own state_dict again: not a checkpoint
+        if saved and saved.get("origin") != self._origin and self._resuming and not self._restored:
+            self._restore(saved, optimizer, self._lr_schedulers)
+        return state_dict
+
+    def _check_can_restore(self) -> None:
+        if not self._can_restore:
+            raise self._fail("the callback restores its param groups before the optimizer loads its state, which "
+                             "needs SqueezerTrainer (or MutualLossMixin on your Trainer subclass), or "
+                             "Trainer(optimizers=(optimizer, lr_scheduler))")
+
+    def _trainer_restores(self, resuming: bool) -> None:
+        """Called by :class:`MutualLossMixin` when ``train`` starts."""
+        self._can_restore = True
+        if resuming and not self._resuming and self._driver is not None:
+            self._watch_loads(self._check_can_restore)
 
     def on_init_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._ensure(kwargs.get("model"))
+        optimizer, scheduler = kwargs.get("optimizer"), kwargs.get("lr_scheduler")
+        if optimizer is not None:  # Trainer(optimizers=(optimizer, lr_scheduler))
+            self._watch_optimizer(optimizer)
+            if scheduler is not None:
+                self._lr_schedulers = [scheduler]
+                self._can_restore = True
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._ensure(kwargs.get("model"))
+        if state.global_step > 0 and not self._restored:
+            raise self._fail(f"training resumes at step {state.global_step} but the callback's state was not "
+                             "restored (the checkpoint's optimizer state has none, or it was loaded without "
+                             "SqueezerTrainer / MutualLossMixin)")
+        self._unwatch()
+        self._watch_optimizer(kwargs.get("optimizer"))
         loader = kwargs.get("train_dataloader")
         steps: float | None = None
         try:
@@ -124,7 +199,12 @@ class SqueezerTrainerCallback(MutualPhase, transformers.TrainerCallback):
             if state.max_steps and state.num_train_epochs:
                 steps = math.ceil(state.max_steps / state.num_train_epochs)
         self._plan.set_steps_per_epoch(steps)
-        self._epoch = -1  # on_epoch_begin counts epochs from 0
+        # on_epoch_begin counts epochs from 0, or from the epoch a resumed run starts in
+        self._epoch = -1
+        if self._restored:
+            self._restored = False
+            self._check_timing()
+            self._epoch = (state.global_step // int(steps) if steps else int(state.epoch or 0)) - 1
         if self._plan.timeline is not None:
             self._plan.timeline.check_fits(state.num_train_epochs or args.num_train_epochs, "SqueezerTrainerCallback")
         if self._driver is not None:
@@ -164,14 +244,6 @@ class SqueezerTrainerCallback(MutualPhase, transformers.TrainerCallback):
             comp.model.train(was_training)
 
 
-def _logits(outputs: Any) -> torch.Tensor:
-    if isinstance(outputs, torch.Tensor):
-        return outputs
-    if isinstance(outputs, Mapping):
-        return outputs["logits"]
-    return outputs[0]
-
-
 class MutualLossMixin:
     """``compute_loss`` for PQK's Phase 2, mixed into a ``transformers.Trainer`` subclass.
 
@@ -181,7 +253,32 @@ class MutualLossMixin:
     teacher_logits, labels)``: one backward trains the student's kept weights and the teacher's
     pruned-away ones. The logits are the outputs' ``logits`` (or first element); the loss is
     PQK's cross-entropy on ``labels``, so this suits classification heads.
+
+    It also lets the callback resume a run: ``train``, ``create_optimizer`` and
+    ``create_scheduler`` hand it the optimizer and LR scheduler the Trainer creates (overrides of
+    these in your subclass must call ``super()``).
     """
+
+    def train(self, *args: Any, **kwargs: Any) -> Any:
+        callback = self._squeezer_callback()
+        if callback is not None:
+            resume = kwargs.get("resume_from_checkpoint", args[0] if args else None)
+            callback._trainer_restores(resuming=bool(resume))
+        return super().train(*args, **kwargs)  # type: ignore[misc]
+
+    def create_optimizer(self, *args: Any, **kwargs: Any) -> Any:
+        optimizer = super().create_optimizer(*args, **kwargs)  # type: ignore[misc]
+        callback = self._squeezer_callback()
+        if callback is not None:
+            callback._watch_optimizer(optimizer)
+        return optimizer
+
+    def create_scheduler(self, *args: Any, **kwargs: Any) -> Any:
+        scheduler = super().create_scheduler(*args, **kwargs)  # type: ignore[misc]
+        callback = self._squeezer_callback()
+        if callback is not None:
+            callback._lr_schedulers = [scheduler]
+        return scheduler
 
     def _squeezer_callback(self) -> SqueezerTrainerCallback | None:
         handler = getattr(self, "callback_handler", None)
@@ -204,7 +301,7 @@ class MutualLossMixin:
         outputs = model(**inputs)
         teacher.train(model.training)
         teacher_outputs = teacher(**inputs)
-        loss = callback.mutual_loss(_logits(outputs), _logits(teacher_outputs), labels)
+        loss = callback.mutual_loss(logits_of(outputs), logits_of(teacher_outputs), labels)
         # a batch mean: the Trainer divides by the accumulation steps only if it thinks the loss
         # was not normalized by num_items_in_batch already, so do it here in that case
         scaled = getattr(self, "loss_is_scaled_for_ga", None)
