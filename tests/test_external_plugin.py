@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+# pip installs into this environment: one xdist worker runs every such module (--dist loadgroup),
+# so no other test sees a distribution half installed or half removed
+pytestmark = pytest.mark.xdist_group("site-packages")
+
 DIST = "squeezer-myplug-testonly"
 VERSION = "0.3.1"
 
@@ -57,6 +61,7 @@ def squeezer_register_importances(registry):
 CHECK = """
 import json, torch, squeezer
 from squeezer.plugin_manager import plugin_version
+
 registry = squeezer.load_registry()
 info = registry.get("importance", "negmag")
 imp = registry.create("importance", "negmag", {"power": 2.0})

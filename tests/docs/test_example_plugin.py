@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+# pip installs into this environment: one xdist worker runs every such module (--dist loadgroup),
+# so no other test sees a distribution half installed or half removed
+pytestmark = pytest.mark.xdist_group("site-packages")
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "squeezer-taylor"
 DIST = "squeezer-taylor"
 
