@@ -7,14 +7,9 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-# pip installs into this environment: one xdist worker runs every such module (--dist loadgroup),
-# so no other test sees a distribution half installed or half removed
-pytestmark = pytest.mark.xdist_group("site-packages")
 
 DIST = "squeezer-myplug-testonly"
 VERSION = "0.3.1"
@@ -80,22 +75,22 @@ def _pip(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture
-def installed_plugin(tmp_path: Path) -> Iterator[None]:
-    project = tmp_path / "myplug"
+def installed_plugin(tmp_path: Path) -> Path:
+    """A private site directory with the plugin installed by pip (``--target``): the test
+    environment itself is never modified."""
+    project, target = tmp_path / "myplug", tmp_path / "site"
     project.mkdir()
     (project / "pyproject.toml").write_text(textwrap.dedent(PYPROJECT))
     (project / "squeezer_myplug.py").write_text(MODULE)
-    try:
-        result = _pip("install", "--no-deps", "--no-build-isolation", "--no-index", str(project))
-        assert result.returncode == 0, result.stderr
-        yield
-    finally:
-        _pip("uninstall", "-y", DIST)
+    result = _pip("install", "--no-deps", "--no-build-isolation", "--no-index", "--target", str(target), str(project))
+    assert result.returncode == 0, result.stderr
+    return target
 
 
-def test_third_party_plugin_installed_with_pip(installed_plugin: None) -> None:
+def test_third_party_plugin_installed_with_pip(installed_plugin: Path) -> None:
     unset = ("SQUEEZER_DISABLE_PLUGIN_AUTOLOAD", "SQUEEZER_BLOCK_PLUGINS")
     env = {k: v for k, v in os.environ.items() if k not in unset}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(installed_plugin), env.get("PYTHONPATH", "")) if p)
     out = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout.strip().splitlines()[-1])

@@ -7,14 +7,9 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-# pip installs into this environment: one xdist worker runs every such module (--dist loadgroup),
-# so no other test sees a distribution half installed or half removed
-pytestmark = pytest.mark.xdist_group("site-packages")
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "squeezer-taylor"
 DIST = "squeezer-taylor"
@@ -56,22 +51,31 @@ def _pip(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private site directory with the example installed by pip (``--target``): the test
+    environment itself is never modified, so concurrent tests and sessions cannot see a
+    distribution half installed or half removed."""
     # build from a copy: pip writes build/ and *.egg-info next to the sources
-    project = tmp_path_factory.mktemp("example") / "squeezer-taylor"
+    root = tmp_path_factory.mktemp("example")
+    project, target = root / "squeezer-taylor", root / "site"
     shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-    try:
-        result = _pip("install", "--no-deps", "--no-build-isolation", "--no-index", str(project))
-        assert result.returncode == 0, result.stderr
-        yield project
-    finally:
-        _pip("uninstall", "-y", DIST)
+    result = _pip("install", "--no-deps", "--no-build-isolation", "--no-index", "--target", str(target), str(project))
+    assert result.returncode == 0, result.stderr
+    return target
 
 
 @pytest.fixture
-def autoload_env() -> dict[str, str]:
+def installed(site: Path) -> Path:
+    """The example's sources (its tests included)."""
+    return site.parent / "squeezer-taylor"
+
+
+@pytest.fixture
+def autoload_env(site: Path) -> dict[str, str]:
     unset = ("SQUEEZER_DISABLE_PLUGIN_AUTOLOAD", "SQUEEZER_BLOCK_PLUGINS")
-    return {k: v for k, v in os.environ.items() if k not in unset}
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), env.get("PYTHONPATH", "")) if p)
+    return env
 
 
 def test_listed_by_the_cli(installed: Path, autoload_env: dict[str, str]) -> None:
