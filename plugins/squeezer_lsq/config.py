@@ -60,12 +60,24 @@ class LsqQuantizer(_GridOptions):
 
     The step size ``s`` is a trainable parameter, initialized to ``2 * mean(|w|) / sqrt(Qp)`` over
     the nonzero (unpruned) weights, and trained with the gradient scaled by ``1 / sqrt(N * Qp)``.
+    With ``log_step`` the parameter is ``log s`` instead (as TQT, Jain et al. 2019, learns log
+    thresholds): Adam moves a parameter by about its learning rate per step whatever the gradient's
+    scale, so on ``s`` itself a fine grid (small ``s``: more bits) moves by a larger fraction of its
+    step than a coarse one; on ``log s`` every step size moves by the same relative amount.
     """
+
+    log_step: bool = attrs.field(
+        default=False,
+        validator=_check_bool,
+        metadata={"help": "learn log(step) instead of step: updates relative to the step's size (scale-free "
+                          "under Adam)"},
+    )
 
     def build(self, weight: torch.Tensor) -> nn.Module:
         from squeezer_lsq.modules import LsqFakeQuantizer
 
-        return LsqFakeQuantizer(weight, bits=self.bits, signed=self.signed, per_channel=self.per_channel)
+        return LsqFakeQuantizer(weight, bits=self.bits, signed=self.signed, per_channel=self.per_channel,
+                                log_step=self.log_step)
 
 
 @attrs.frozen(kw_only=True)

@@ -186,12 +186,14 @@ class LsqFakeQuantizer(GridFakeQuantizer):
     a step (``numel`` per tensor, ``numel / C`` per channel).
     """
 
-    step: nn.Parameter
-
-    def __init__(self, weight: torch.Tensor, *, bits: int = 4, signed: bool = True, per_channel: bool = True):
+    def __init__(self, weight: torch.Tensor, *, bits: int = 4, signed: bool = True, per_channel: bool = True,
+                 log_step: bool = False):
         super().__init__(bits=bits, signed=signed, per_channel=per_channel)
         self.per_channel = bool(per_channel) and weight.dim() >= 1
-        self.step = nn.Parameter(_init_step(weight, self.per_channel, self.qp))
+        step = _init_step(weight, self.per_channel, self.qp)
+        #: the learned parameter: ``step``, or ``log_step`` (see :class:`~squeezer_lsq.config.LsqQuantizer`)
+        self.log_step: nn.Parameter | None = nn.Parameter(step.log()) if log_step else None
+        self.step: nn.Parameter | None = None if log_step else nn.Parameter(step)
         channels = weight.shape[0] if self.per_channel else 1
         self.elements_per_step = max(weight.numel() // max(channels, 1), 1)
         self._after_load()
@@ -199,14 +201,22 @@ class LsqFakeQuantizer(GridFakeQuantizer):
     def _after_load(self) -> None:
         self.grad_scale = 1.0 / math.sqrt(self.elements_per_step * self.qp)
 
+    def step_size(self) -> torch.Tensor:
+        """The step ``s`` (with its gradient path to the learned parameter)."""
+        if self.log_step is not None:
+            return self.log_step.exp()
+        assert self.step is not None
+        return self.step
+
     def scale(self, v: torch.Tensor) -> torch.Tensor:
-        return lsq_step(self.step, self.grad_scale, v.dtype)
+        return lsq_step(self.step_size(), self.grad_scale, v.dtype)
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
-        if self.step.dtype != v.dtype:
+        step = self.step_size()
+        if step.dtype != v.dtype:
             return fake_quantize(v, self.scale(v), self.qn, self.qp)
         floor = _FLOORS.get(v.dtype) or max(MIN_STEP, torch.finfo(v.dtype).tiny)
-        out: torch.Tensor = _LsqFakeQuantize.apply(v, self.step, self.grad_scale, floor, self.qn, self.qp)
+        out: torch.Tensor = _LsqFakeQuantize.apply(v, step, self.grad_scale, floor, self.qn, self.qp)
         return out
 
 

@@ -262,7 +262,7 @@ def test_plugin_registers_lsq_and_minmax():
     assert isinstance(config.build(torch.randn(3, 3)), FakeQuantizer)
     assert isinstance(registry.create("quantizer", "minmax").build(torch.randn(3, 3)), FakeQuantizer)
     assert all(a.metadata.get("help") for a in info.options())
-    assert {a.name for a in info.options()} == {"bits", "per_channel", "signed"}
+    assert {a.name for a in info.options()} == {"bits", "per_channel", "signed", "log_step"}
 
 
 @pytest.mark.parametrize("name", ["lsq", "minmax"])
@@ -470,3 +470,51 @@ def test_fused_node_equals_the_composition(w, bits, per_channel, signed, factor,
     _, only_v, _ = run(True, True, False)
     _, _, only_s = run(True, False, True)
     assert torch.equal(only_v, gv) and torch.equal(only_s, gs)
+
+
+@given(w=weights, bits=bits_st, per_channel=st.booleans(), seed=st.integers(0, 1000))
+def test_log_step_learns_log_s_with_the_same_grid(w, bits, per_channel, seed):
+    """``log_step``: the same quantizer on ``s = exp(log_step)``; d/dlog_step = s * d/ds."""
+    plain = LsqFakeQuantizer(w, bits=bits, per_channel=per_channel)
+    logq = LsqFakeQuantizer(w, bits=bits, per_channel=per_channel, log_step=True)
+    assert plain.log_step is None and logq.step is None
+    with torch.no_grad():
+        plain.step.copy_(logq.log_step.exp())  # the same s in both
+    up = torch.randn(w.shape, generator=torch.Generator().manual_seed(seed))
+    out_plain, out_log = plain(w), logq(w)
+    assert torch.equal(out_plain, out_log)
+    codes, scale = logq.quantize(w)
+    assert torch.equal(codes.to(scale.dtype) * scale, out_log.detach())  # the artifact's codes
+    (out_plain * up).sum().backward()
+    (out_log * up).sum().backward()
+    torch.testing.assert_close(logq.log_step.grad, plain.step.grad * plain.step.detach(), rtol=1e-5, atol=1e-7)
+    names = {n for n, _ in logq.named_parameters()}
+    assert names == {"log_step"}
+
+
+def test_log_step_moves_every_step_size_by_the_same_fraction_under_adam():
+    """The reason for the option: one Adam update changes ``log s`` by about lr for a fine and a
+    coarse grid alike, so their step sizes change by the same fraction (on ``s`` itself the fine
+    grid's change would be larger relative to its size)."""
+    w = torch.randn(16, 8)
+    for bits in (2, 8):
+        fq = LsqFakeQuantizer(w, bits=bits, per_channel=False, log_step=True)
+        before = float(fq.step_size())
+        opt = torch.optim.Adam(fq.parameters(), lr=0.01)
+        (fq(w) * torch.randn(w.shape)).sum().backward()
+        opt.step()
+        assert abs(float(fq.step_size()) / before - 1) == pytest.approx(0.01, rel=0.01)
+
+
+def test_log_step_round_trips_through_the_registry_and_a_state_dict():
+    registry = squeezer.load_registry(autoload=False)
+    config = registry.create("quantizer", "lsq", {"bits": 3, "log_step": True})
+    w = torch.randn(4, 6)
+    fq = config.build(w)
+    with torch.no_grad():
+        fq.log_step.add_(0.3)
+    fresh = config.build(torch.randn(4, 6))
+    fresh.load_state_dict(fq.state_dict())
+    assert torch.equal(fresh(w), fq(w))
+    with pytest.raises(squeezer.ConfigError, match="log_step"):
+        registry.create("quantizer", "lsq", {"log_step": "yes"})
