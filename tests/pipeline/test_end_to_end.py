@@ -1,4 +1,4 @@
-"""Every bundled recipe runs end to end on the digits example (with a small budget)."""
+"""Every bundled recipe runs end to end on its own example (with a small budget)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import torch
 
 import squeezer
 from squeezer import compress
-from squeezer.examples.digits import make_loaders, make_model
+from squeezer.examples.digits import make_model
 from squeezer.pipeline import DEFAULT_RECIPE, run
+from squeezer.pipeline.factories import call_factory
 from squeezer.pipeline.training import evaluate
 from squeezer.recipe import PruneStage, Recipe, load_recipe
 
@@ -47,7 +48,7 @@ def test_recipe_runs_end_to_end(path: Path, tmp_path: Path) -> None:
     assert 0.0 <= result.accuracy <= 1.0
     assert (tmp_path / "checkpoints" / "last.safetensors").exists()
     model = squeezer.load(result.artifact)  # built by the factory (and options) the artifact records
-    _, accuracy = evaluate(model, make_loaders()[1], torch.device("cpu"))
+    _, accuracy = evaluate(model, call_factory(recipe.data, "data")[1], torch.device("cpu"))
     assert accuracy == pytest.approx(result.accuracy, abs=1e-9)
 
 
