@@ -90,7 +90,7 @@ class Variant:
 def build_variants(factory: Callable[[], nn.Module], x: torch.Tensor, y: torch.Tensor, sparsity: float,
                    bits: int) -> dict[str, Variant]:
     from squeezer.compress.teacher import SelfTeacher
-    from squeezer.pipeline.stages.base import split_originals
+    from squeezer.pipeline.stages.base import split_parameters
     from squeezer.plugin_manager import load_registry
 
     registry = load_registry()
@@ -121,8 +121,9 @@ def build_variants(factory: Callable[[], nn.Module], x: torch.Tensor, y: torch.T
 
     student = compressed(base, sparsity, bits, registry).train()
     teacher = SelfTeacher(student, ("norm",), True).train()
-    originals, others = split_originals(student)
-    opt_m = torch.optim.Adam([{"params": originals, "weight_decay": 0.0}, {"params": others},
+    originals, quantizer, others = split_parameters(student)
+    opt_m = torch.optim.Adam([{"params": originals, "weight_decay": 0.0}, {"params": quantizer, "weight_decay": 0.0},
+                              {"params": others},
                               {"params": list(teacher.parameters())}], lr=1e-3)
 
     def mutual_step() -> None:  # squeezer.pipeline.stages.mutual.MutualRunner.step after warm-up
