@@ -67,8 +67,12 @@ def attach_targets(ctx: Context) -> None:
     resolution = compress.attach(ctx.model, ctx.recipe.targets)
     if "targets" not in ctx.records:
         ctx.records["targets"] = list(resolution.targets)
+        by_reason: dict[str, list[str]] = {}
         for skipped in resolution.skipped:
-            ctx.sink(Note(f"skipped {skipped.name}: {skipped.reason}"))
+            by_reason.setdefault(skipped.reason, []).append(skipped.name)
+        for reason, names in by_reason.items():  # one line per reason: a ResNet has dozens of BatchNorms
+            shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+            ctx.sink(Note(f"skipped {shown}: {reason}"))
 
 
 class QuantizeRunner(StageRunner):
