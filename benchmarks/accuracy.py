@@ -33,6 +33,7 @@ import tempfile
 import time
 import tomllib
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -303,10 +304,14 @@ def _eval_quant(model: nn.Module, val: Any, disable: Any, enable: Any) -> float:
 # --------------------------------------------------------------------------------------------
 # squeezer
 # --------------------------------------------------------------------------------------------
-def squeezer_recipe(b: dict[str, Any], sparsity: float, bits: int, phase2: bool, out: str) -> Any:
+def squeezer_recipe(b: dict[str, Any], sparsity: float, bits: int, phase2: bool, out: str,
+                    data: dict[str, Any] | None = None, name: str = "pqk.toml") -> Any:
+    """The bundled recipe (or ``data``, a recipe ``name`` read as a dict with train, prune and
+    mutual stages) on the budget ``b`` at ``sparsity``/``bits``; without ``phase2`` the mutual stage
+    becomes a fine-tuning ``train`` stage of the same epochs."""
     from squeezer.recipe import recipe_from_dict
 
-    data = bundled_recipe()
+    data = bundled_recipe() if data is None else data
     dense, prune, mutual = data["stages"]
     dense["epochs"] = b["dense_epochs"]
     prune["scheduler"] = {**prune["scheduler"], "target": sparsity, "rounds": b["rounds"]}
@@ -323,10 +328,12 @@ def squeezer_recipe(b: dict[str, Any], sparsity: float, bits: int, phase2: bool,
     data["stages"] = [dense, prune, last]
     data["output_dir"] = out
     data["device"] = "cpu"
-    return recipe_from_dict(data, source=f"pqk.toml (s={sparsity}, b={bits}, phase2={phase2})")
+    return recipe_from_dict(data, source=f"{name} (s={sparsity}, b={bits}, phase2={phase2})")
 
 
-def run_squeezer(seed: int, b: dict[str, Any], sparsity: float, bits: int, phase2: bool) -> dict[str, Any]:
+def run_recipe(make_recipe: Callable[[str], Any], seed: int) -> tuple[Any, dict[str, float], list[float]]:
+    """Run ``make_recipe(output_dir)`` in a temporary folder: the result, seconds per stage and the
+    teacher's accuracy per epoch (Phase 2)."""
     from squeezer.pipeline import runner
     from squeezer.pipeline.events import EpochEnded, StageEnded, StageStarted
 
@@ -343,10 +350,15 @@ def run_squeezer(seed: int, b: dict[str, Any], sparsity: float, bits: int, phase
             teacher_acc.append(event.extra["teacher_accuracy"])
 
     with tempfile.TemporaryDirectory(prefix="squeezer-bench-") as tmp:
-        recipe = squeezer_recipe(b, sparsity, bits, phase2, tmp)
-        result = runner.run(recipe, out=tmp, overwrite=True, seed=seed, sink=sink, export=True)
-        file_bytes = int(result.report.file_bytes) if result.report is not None else None
-        payload = getattr(result.report, "payload_bytes", None)
+        result = runner.run(make_recipe(tmp), out=tmp, overwrite=True, seed=seed, sink=sink, export=True)
+    return result, stage_seconds, teacher_acc
+
+
+def run_squeezer(seed: int, b: dict[str, Any], sparsity: float, bits: int, phase2: bool) -> dict[str, Any]:
+    result, stage_seconds, teacher_acc = run_recipe(
+        lambda out: squeezer_recipe(b, sparsity, bits, phase2, out), seed)
+    file_bytes = int(result.report.file_bytes) if result.report is not None else None
+    payload = getattr(result.report, "payload_bytes", None)
     model = fresh_model()
     stats = [(path, numel, nnz, bits_, model.get_parameter(path).shape[0]) for path, numel, nnz, bits_ in
              result.layers]

@@ -28,7 +28,6 @@ import multiprocessing as mp
 import os
 import platform
 import sys
-import tempfile
 import time
 import tomllib
 import traceback
@@ -40,7 +39,17 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))  # accuracy.py and report.py, also in spawned workers
 
-from accuracy import _write_json, dense_layers, evaluate, others, parse_configs, size_bytes, train_epochs  # noqa: E402
+from accuracy import (  # noqa: E402
+    _write_json,
+    dense_layers,
+    evaluate,
+    others,
+    parse_configs,
+    run_recipe,
+    size_bytes,
+    squeezer_recipe,
+    train_epochs,
+)
 from report import _by_seed, _cfg_label, _key, _ms, _ok, _paired  # noqa: E402
 
 RESULTS = HERE / "results"
@@ -112,48 +121,13 @@ def run_dense(seed: int, b: dict[str, Any]) -> dict[str, Any]:
             "epochs": b["total_epochs"]}
 
 
-def squeezer_recipe(b: dict[str, Any], sparsity: float, bits: int, phase2: bool, out: str) -> Any:
-    from squeezer.recipe import recipe_from_dict
-
-    data = bundled_recipe()
-    dense, prune, mutual = data["stages"]
-    dense["epochs"] = b["dense_epochs"]
-    prune["scheduler"] = {**prune["scheduler"], "target": sparsity}
-    prune["epochs_per_round"] = b["epochs_per_round"]
-    prune["quantizer"] = {**prune["quantizer"], "bits": bits}  # the '@first' 8-bit override stays
-    if phase2:
-        mutual["warmup_epochs"] = b["warmup_epochs"]
-        mutual["epochs"] = b["mutual_epochs"]
-        last = mutual
-    else:
-        last = {"type": "train", "name": "finetune", "epochs": b["phase2_epochs"], "lr": b["lr_phase2"]}
-    data["stages"] = [dense, prune, last]
-    data["output_dir"] = out
-    data["device"] = "cpu"
-    return recipe_from_dict(data, source=f"kws_pqk.toml (s={sparsity}, b={bits}, phase2={phase2})")
-
-
 def run_squeezer(seed: int, b: dict[str, Any], sparsity: float, bits: int, phase2: bool) -> dict[str, Any]:
     from squeezer.examples.kws import make_model
-    from squeezer.pipeline import runner
-    from squeezer.pipeline.events import EpochEnded, StageEnded, StageStarted
 
-    stage_seconds: dict[str, float] = {}
-    teacher_acc: list[float] = []
-    started: dict[int, float] = {}
-
-    def sink(event: Any) -> None:
-        if isinstance(event, StageStarted):
-            started[event.index] = time.perf_counter()
-        elif isinstance(event, StageEnded):
-            stage_seconds[event.name] = time.perf_counter() - started.get(event.index, time.perf_counter())
-        elif isinstance(event, EpochEnded) and "teacher_accuracy" in event.extra:
-            teacher_acc.append(event.extra["teacher_accuracy"])
-
-    with tempfile.TemporaryDirectory(prefix="squeezer-kws-") as tmp:
-        recipe = squeezer_recipe(b, sparsity, bits, phase2, tmp)
-        result = runner.run(recipe, out=tmp, overwrite=True, seed=seed, sink=sink, export=True)
-        file_bytes = int(result.report.file_bytes) if result.report is not None else None
+    result, stage_seconds, teacher_acc = run_recipe(
+        lambda out: squeezer_recipe(b, sparsity, bits, phase2, out, data=bundled_recipe(), name="kws_pqk.toml"),
+        seed)
+    file_bytes = int(result.report.file_bytes) if result.report is not None else None
     model = make_model(**b["model"])
     stats = [(path, numel, nnz, bits_, model.get_parameter(path).shape[0])
              for path, numel, nnz, bits_ in result.layers]
