@@ -34,5 +34,9 @@ class ArtifactError(SqueezerError):
     """An artifact or checkpoint is missing, truncated, tampered with or of an unknown version."""
 
 
+class UntrustedFactoryError(ArtifactError):
+    """A file (artifact, checkpoint) names a factory the user has not trusted (:mod:`squeezer.trust`)."""
+
+
 class TrainingError(SqueezerError):
     """Training diverged (NaN/Inf loss); the last good checkpoint is kept."""

@@ -15,7 +15,7 @@ from torch import nn
 import squeezer.compress as sc
 from squeezer.artifact import ArtifactReport, export, inspect, load, load_state_dict, torch_save_size
 from squeezer.artifact import format as fmt
-from squeezer.errors import ArtifactError, PluginError
+from squeezer.errors import ArtifactError, ConfigError, PluginError, UntrustedFactoryError
 
 # --- a tiny quantizer, so these tests do not depend on a quantizer plugin ---------------------
 
@@ -245,11 +245,16 @@ def test_load_without_model_uses_the_named_factory(tmp_path: Path, monkeypatch: 
     with torch.no_grad():
         expected = model(X)
     export(model, tmp_path / "m.safetensors", info={"model_factory": "my_arch:build"})
+    with pytest.raises(UntrustedFactoryError, match="--trust-factory 'my_arch:build'"):
+        load(tmp_path / "m.safetensors")  # a file's word is not enough to import and call a function
+    with torch.no_grad():
+        assert torch.equal(load(tmp_path / "m.safetensors", trust=["my_arch"])(X), expected)
+    monkeypatch.setenv("SQUEEZER_TRUST_FACTORIES", "other.*, my_arch:build")
     with torch.no_grad():
         assert torch.equal(load(tmp_path / "m.safetensors")(X), expected)
     export(model, tmp_path / "bad.safetensors", info={"model_factory": "my_arch:missing"})
-    with pytest.raises(ArtifactError, match="cannot import model factory 'my_arch:missing'"):
-        load(tmp_path / "bad.safetensors")
+    with pytest.raises(ConfigError, match="module 'my_arch' has no attribute 'missing'"):
+        load(tmp_path / "bad.safetensors", trust=["my_arch"])
 
 
 def test_load_into_the_wrong_model(artifact: Path) -> None:

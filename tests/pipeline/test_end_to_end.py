@@ -12,7 +12,7 @@ import squeezer
 from squeezer import compress
 from squeezer.examples.digits import make_model
 from squeezer.pipeline import DEFAULT_RECIPE, run
-from squeezer.pipeline.factories import call_factory
+from squeezer.factories import call_factory
 from squeezer.pipeline.training import evaluate
 from squeezer.recipe import PruneStage, Recipe, load_recipe
 

@@ -96,6 +96,10 @@ def raises() -> nn.Module:
     raise RuntimeError("factory exploded")
 
 
+def exits() -> nn.Module:
+    sys.exit(0)
+
+
 # --- broken strategies -----------------------------------------------------------------------
 
 

@@ -140,10 +140,11 @@ def _torch_save_bytes(result: Any, recipe: Any) -> int | None:
     if result.artifact is None:
         return None
     from squeezer.artifact import load, torch_save_size
-    from squeezer.cli.models import build_model, final_factory
+    from squeezer.factories import build_module
+    from squeezer.pipeline.rebuild import final_factory
 
     try:
-        model = load(result.artifact, build_model(final_factory(recipe, result.records)))
+        model = load(result.artifact, build_module(*final_factory(recipe)))
     except SqueezerError:
         return None
     return int(torch_save_size(model))

@@ -126,10 +126,6 @@ def run_stage(ctx: Context, index: int, state: State | None, stop: _StopFlag) ->
             if distributed.any_rank(stop.requested, ctx.dist, ctx.device):
                 raise Interrupted(path)
     runner.finish()
-    if cfg.TYPE == "distill" and getattr(cfg, "student", None) is not None:
-        import attrs
-
-        ctx.records["model_factory"] = attrs.asdict(cfg.student)  # type: ignore[attr-defined]
     accuracy = evaluate(ctx.model, ctx.val_loader, ctx.device)[1]
     ctx.records.setdefault("stage_accuracy", {})[str(index)] = accuracy
     ctx.sink(StageEnded(index, cfg.label, accuracy))

@@ -14,11 +14,12 @@ from torch import nn
 
 from squeezer import compress
 from squeezer.errors import ConfigError
+from squeezer.factories import build_module
 from squeezer.pipeline import checkpoint, distributed
 from squeezer.pipeline.context import Context
 from squeezer.pipeline.events import RunStarted, Sink, discard
-from squeezer.pipeline.factories import call_factory
-from squeezer.pipeline.loop import CHECKPOINT, Interrupted, graceful_sigint, prefixed, run_stage
+from squeezer.pipeline.loop import CHECKPOINT, Interrupted, graceful_sigint, run_stage
+from squeezer.pipeline.rebuild import artifact_info, build_loaders, final_factory, restore_model
 from squeezer.pipeline.training import evaluate
 from squeezer.plugin_manager import load_registry
 from squeezer.recipe.configs import Factory, Recipe
@@ -142,18 +143,12 @@ def resolve_device(name: str) -> torch.device:
 def _context(recipe: Recipe, registry: Registry, device: torch.device, sink: Sink, out_dir: Path,
              state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None) -> Context:
     records: dict[str, Any] = dict(state[1]["records"]) if state else {}
-    factory = Factory(**records["model_factory"]) if "model_factory" in records else recipe.model
-    model = call_factory(factory, "model")
-    if not isinstance(model, nn.Module):
-        raise ConfigError(f"model.factory: {recipe.model.factory!r} returned {type(model).__name__}, not an nn.Module")
-    loaders = call_factory(recipe.data, "data")
-    if not (isinstance(loaders, tuple | list) and len(loaders) == 2):
-        raise ConfigError(f"data.factory: {recipe.data.factory!r} must return (train_loader, val_loader)")
-    if state is not None:
-        tensors, meta = state
-        compress.restore(model, meta["spec"], registry)
-        model.load_state_dict(prefixed(tensors, "model."))
-    return Context(recipe, registry, model.to(device), loaders[0], loaders[1], device, sink, out_dir, records)
+    if state is None:
+        model = build_module(recipe.model, "model")
+    else:  # the user's recipe (its hash matched the checkpoint's), so its factories are trusted
+        model = restore_model(recipe, state[0], state[1], registry, out_dir / CHECKPOINT)
+    train_loader, val_loader = build_loaders(recipe)
+    return Context(recipe, registry, model.to(device), train_loader, val_loader, device, sink, out_dir, records)
 
 
 def _finish(ctx: Context, export: bool) -> RunResult:
@@ -168,19 +163,12 @@ def _finish(ctx: Context, export: bool) -> RunResult:
         from squeezer.artifact import export as export_artifact
 
         artifact_path = ctx.out_dir / ARTIFACT
-        factory = _final_factory(ctx)
-        info = {"recipe": recipe_to_dict(ctx.recipe), "model_factory": factory.factory,
-                "model_options": factory.options}
+        factory, _ = final_factory(ctx.recipe)
+        info = artifact_info(ctx.recipe)
         report = export_artifact(model, artifact_path, info=info)
         _verify_export(ctx, model, artifact_path, factory)
     return RunResult(ctx.out_dir, artifact_path, ctx.records.get("dense_accuracy"), accuracy,
                      compress.sparsity(model), tuple(layers), ctx.records, report, model)
-
-
-def _final_factory(ctx: Context) -> Factory:
-    """The factory that builds the final model's architecture (a distill stage may change it)."""
-    recorded = ctx.records.get("model_factory")
-    return Factory(**recorded) if recorded else ctx.recipe.model
 
 
 def _verify_export(ctx: Context, model: nn.Module, path: Path, factory: Factory) -> None:
@@ -190,7 +178,7 @@ def _verify_export(ctx: Context, model: nn.Module, path: Path, factory: Factory)
     from squeezer.errors import ArtifactError
     from squeezer.pipeline.training import batch_to, forward
 
-    fresh = load_artifact(path, call_factory(factory, "model").to(ctx.device))
+    fresh = load_artifact(path, build_module(factory, "model").to(ctx.device))
     batch = next(iter(ctx.val_loader), None)
     if batch is None:
         return

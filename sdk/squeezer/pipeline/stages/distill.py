@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from squeezer import compress
-from squeezer.pipeline.factories import call_factory
+from squeezer.factories import build_module
+from squeezer.pipeline.rebuild import factory_at
 from squeezer.pipeline.stages.base import StageRunner, distillation_loss
 from squeezer.pipeline.training import batch_to, forward
 from squeezer.recipe.configs import DistillStage
@@ -26,10 +27,10 @@ class DistillRunner(StageRunner):
 
     def prepare(self, resuming: bool) -> None:
         # The teacher is the model as the previous stage left it. On resume the current model is
-        # already the student, so the teacher is rebuilt from [model] and the structure recorded in
+        # already the student, so the teacher is rebuilt from the model's factory and the structure recorded in
         # extra_meta(); the runner then loads its state through extra_modules().
         if resuming:
-            teacher = call_factory(self.ctx.recipe.model, "model")
+            teacher = build_module(*factory_at(self.ctx.recipe, self.index))
             compress.restore(teacher, self.ctx.records["kd_teacher_spec"], self.ctx.registry)
         else:
             teacher = copy.deepcopy(self.ctx.model)
@@ -41,7 +42,7 @@ class DistillRunner(StageRunner):
             return
         factory = self.cfg.student or self.ctx.recipe.model
         where = f"stages[{self.index}].student" if self.cfg.student else "model"
-        self.ctx.model = call_factory(factory, where).to(self.ctx.device)
+        self.ctx.model = build_module(factory, where).to(self.ctx.device)
 
     def extra_modules(self) -> dict[str, nn.Module]:
         assert self.teacher is not None
