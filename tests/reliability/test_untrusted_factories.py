@@ -113,7 +113,7 @@ def test_an_artifact_naming_os_system_runs_nothing(run_copy: Path, tmp_path: Pat
         doc["info"]["recipe"]["data"] = evil
 
     edit_artifact(art, edit)
-    with pytest.raises(UntrustedFactoryError, match="'os:system'.*--trust-factory 'os:system'"):
+    with pytest.raises(UntrustedFactoryError, match=r"'os:system'.*--trust-factory 'os:system'"):
         squeezer.load(art)
     one_line_error(invoke("eval", art), 2, "os:system", "--trust-factory")
     assert not marker.exists()

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from squeezer import compress
+from squeezer.errors import SqueezerError, TrainingError
 from squeezer.pipeline import checkpoint, distributed
 from squeezer.pipeline.context import Context
 from squeezer.pipeline.events import Checkpointed, EpochEnded, StageEnded, StageStarted, StepEnded
@@ -107,9 +108,7 @@ def run_stage(ctx: Context, index: int, state: State | None, stop: _StopFlag) ->
                 torch.set_rng_state(state[0]["rng"])  # the generator as it was when interrupted
             set_lr(optimizer, runner.optim, runner.progress(epoch, step, steps))
             optimizer.zero_grad(set_to_none=True)
-            loss, extra = runner.step(net, batch, epoch)
-            value = check_loss(loss, f"{where} epoch {epoch + 1} step {step + 1}")
-            loss.backward()
+            value, extra = _train_step(ctx, runner, net, batch, epoch, f"{where} epoch {epoch + 1} step {step + 1}")
             optimizer.step()
             total += value
             ctx.sink(StepEnded(index, epoch, step, value))
@@ -132,6 +131,23 @@ def run_stage(ctx: Context, index: int, state: State | None, stop: _StopFlag) ->
     path = save(ctx, None, None, {}, index + 1, 0)
     if distributed.any_rank(stop.requested, ctx.dist, ctx.device) and index + 1 < len(ctx.recipe.stages):
         raise Interrupted(path)
+
+
+def _train_step(ctx: Context, runner: StageRunner, net: nn.Module, batch: Any, epoch: int,
+                where: str) -> tuple[float, dict[str, float]]:
+    """One forward and backward; what the user's model or data break there is one TrainingError
+    naming the step and both factories (the first batch was checked before training started)."""
+    try:
+        loss, extra = runner.step(net, batch, epoch)
+        value = check_loss(loss, where)
+        loss.backward()
+    except SqueezerError:
+        raise
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise TrainingError(f"{where}: {type(exc).__name__}: {first} (a batch of data.factory "
+                            f"{ctx.recipe.data.factory!r} through the model)") from exc
+    return value, extra
 
 
 def _adopt_new_parameters(optimizer: torch.optim.Optimizer, model: nn.Module, names: dict[int, str]) -> None:

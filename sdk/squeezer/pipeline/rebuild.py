@@ -7,7 +7,7 @@ resumed run calls only the factories of the recipe the user passed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +53,12 @@ def build_loaders(recipe: Recipe, trust: Trust | None = None, named_by: str = ""
 def check_loader(loader: Any, where: str) -> None:
     """Refuse what cannot be a loader: something iterated only once (a generator) or a dataset of
     single samples, which would train on batches of one."""
-    if not isinstance(loader, Iterable) or iter(loader) is loader:
-        raise ConfigError(f"{where} must be a re-iterable loader (a DataLoader or a list of batches), "
-                          f"got {type(loader).__name__}: it would be exhausted after one epoch")
     if isinstance(loader, torch.utils.data.Dataset) and not isinstance(loader, torch.utils.data.IterableDataset):
         raise ConfigError(f"{where} is a {type(loader).__name__} (a dataset of single samples); "
                           "wrap it: torch.utils.data.DataLoader(dataset, batch_size=...)")
+    if not isinstance(loader, Iterable) or isinstance(loader, Iterator):
+        raise ConfigError(f"{where} must be a re-iterable loader (a DataLoader or a list of batches), "
+                          f"got {type(loader).__name__}, which one epoch would exhaust")
 
 
 def restore_model(

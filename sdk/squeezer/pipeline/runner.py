@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +14,16 @@ from torch import nn
 from squeezer import compress
 from squeezer.errors import ConfigError
 from squeezer.factories import build_module
-from squeezer.pipeline import checkpoint, distributed
+from squeezer.pipeline import checkpoint, checks, distributed
 from squeezer.pipeline.context import Context
 from squeezer.pipeline.events import RunStarted, Sink, discard
 from squeezer.pipeline.loop import CHECKPOINT, Interrupted, graceful_sigint, run_stage
-from squeezer.pipeline.rebuild import artifact_info, build_loaders, final_factory, restore_model
+from squeezer.pipeline.outdir import OutputLock, has_user_content, remove_own_files
+from squeezer.pipeline.rebuild import artifact_info, build_loaders, factory_at, final_factory, restore_model
 from squeezer.pipeline.training import evaluate
 from squeezer.plugin_manager import load_registry
 from squeezer.recipe.configs import Factory, Recipe
-from squeezer.recipe.loader import check_strategies, load_recipe, recipe_to_dict
+from squeezer.recipe.loader import check_seed, check_strategies, load_recipe, recipe_to_dict
 from squeezer.registry import Registry
 
 DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "pqk.toml"
@@ -67,7 +67,7 @@ def run(
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe or DEFAULT_RECIPE)
     if seed is not None:
-        recipe = attrs.evolve(recipe, seed=seed)
+        recipe = attrs.evolve(recipe, seed=check_seed(seed, "seed"))
     if out is not None:
         recipe = attrs.evolve(recipe, output_dir=str(out))
     if registry is None:
@@ -77,6 +77,15 @@ def run(
     out_dir = Path(recipe.output_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir}: output path exists and is not a directory")
+    # one run per output directory; under torchrun rank 0 holds the lock for all ranks
+    with OutputLock(out_dir, enabled=distributed.from_env().is_main):
+        return _run_locked(recipe, out_dir, resume=resume, overwrite=overwrite, sink=sink, registry=registry,
+                           export=export, all_ranks=all_ranks)
+
+
+def _run_locked(recipe: Recipe, out_dir: Path, *, resume: bool, overwrite: bool, sink: Sink, registry: Registry,
+                export: bool, all_ranks: bool) -> RunResult:
+    """:func:`run` once the output directory is this run's."""
     ckpt_path = out_dir / CHECKPOINT
     state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
     if resume:
@@ -84,16 +93,13 @@ def run(
             raise ConfigError(f"{out_dir}: nothing to resume (no {CHECKPOINT})")
         state = checkpoint.load(ckpt_path)
         _check_same_recipe(recipe, state[1], ckpt_path)
-    elif out_dir.exists() and any(out_dir.iterdir()):
+    elif has_user_content(out_dir):
         if not overwrite:
             raise ConfigError(
                 f"{out_dir}: output directory is not empty; pass --resume to continue or --overwrite to replace it"
             )
-        for child in (out_dir / "checkpoints", out_dir / ARTIFACT):
-            if child.is_dir():
-                shutil.rmtree(child)
-            else:
-                child.unlink(missing_ok=True)
+        if distributed.from_env().is_main:
+            remove_own_files(out_dir)  # the checkpoint, the artifact and their temporary files only
 
     info = distributed.from_env()
     if not info.is_main and not all_ranks:
@@ -135,9 +141,10 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise ConfigError(f"device: unknown device {name!r}") from None
+    return checks.device_usable(name, device)
 
 
 def _context(recipe: Recipe, registry: Registry, device: torch.device, sink: Sink, out_dir: Path,
@@ -148,7 +155,10 @@ def _context(recipe: Recipe, registry: Registry, device: torch.device, sink: Sin
     else:  # the user's recipe (its hash matched the checkpoint's), so its factories are trusted
         model = restore_model(recipe, state[0], state[1], registry, out_dir / CHECKPOINT)
     train_loader, val_loader = build_loaders(recipe)
-    return Context(recipe, registry, model.to(device), train_loader, val_loader, device, sink, out_dir, records)
+    model = model.to(device)
+    checks.first_batch(model, train_loader, device, factory_at(recipe, state[1]["stage"] if state else 0)[0].factory,
+                       recipe.data.factory)
+    return Context(recipe, registry, model, train_loader, val_loader, device, sink, out_dir, records)
 
 
 def _finish(ctx: Context, export: bool) -> RunResult:

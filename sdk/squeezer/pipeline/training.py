@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from squeezer.errors import TrainingError
+from squeezer.errors import SqueezerError, TrainingError
 from squeezer.recipe.configs import Optim
 
 
@@ -96,10 +96,17 @@ def evaluate(model: nn.Module, loader: Iterable[Any], device: torch.device) -> t
     total = correct = 0
     loss_sum = 0.0
     try:
-        for batch in loader:
-            x, y = batch_to(batch, device)
-            logits = forward(model, x)
-            loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+        for index, batch in enumerate(loader):
+            try:
+                x, y = batch_to(batch, device)
+                logits = forward(model, x)
+                loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+            except SqueezerError:
+                raise
+            except Exception as exc:  # the user's data or model: name where, keep the cause for --debug
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                raise TrainingError(f"evaluation batch {index + 1}: {type(exc).__name__}: {first} "
+                                    "(check the validation loader of data.factory and the model's logits)") from exc
             correct += int((logits.argmax(dim=-1) == y).sum())
             total += int(y.numel())
     finally:
