@@ -130,8 +130,8 @@ def l1(_path: str, w: torch.Tensor) -> torch.Tensor:
 def previous_global_masks(
     scores: dict[str, torch.Tensor], current: dict[str, torch.Tensor], sparsity: float, min_density: float
 ) -> dict[str, torch.Tensor]:
-    """``squeezer.compress.masks.global_masks`` as of commit eca4b38 (for comparison only)."""
-    from squeezer.compress.masks import _masked_scores, lowest, min_kept, pruned_count
+    """``squeezer.compress.selection.global_masks (then compress.masks)`` as of commit eca4b38 (for comparison only)."""
+    from squeezer.compress.selection import _masked_scores, lowest, min_kept, pruned_count
 
     names = list(scores)
     sizes = [scores[n].numel() for n in names]

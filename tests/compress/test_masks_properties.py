@@ -14,7 +14,7 @@ from torch import nn
 
 import squeezer
 from squeezer import compress
-from squeezer.compress.masks import global_masks, layer_mask, lowest, min_kept, pruned_count
+from squeezer.compress.selection import global_masks, layer_mask, lowest, min_kept, pruned_count
 from squeezer.testing.conformance import weight_tensors
 from squeezer.testing.models import MODEL_NAMES, make
 
@@ -419,7 +419,7 @@ def test_global_masks_match_a_sort_across_chunk_boundaries(
     import sys
     from unittest import mock
 
-    masks_module = sys.modules["squeezer.compress.masks"]  # `compress.masks` is also a function
+    masks_module = sys.modules["squeezer.compress.selection"]
     current = [data.draw(st.lists(st.booleans(), min_size=len(x), max_size=len(x))) for x in layers]
     dtype = torch.float64 if wide else torch.float32
     scores = {f"l{j}": torch.tensor(x, dtype=dtype) for j, x in enumerate(layers)}

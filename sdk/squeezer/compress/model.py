@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from squeezer.compress.masks import global_masks, layer_mask
+from squeezer.compress.selection import global_masks, layer_mask
 from squeezer.compress.targets import Resolution, Targets, get_submodule_and_attr, resolve
 from squeezer.compress.weight import CompressedWeight, compressed_weights
 from squeezer.errors import PluginError, SqueezerError, TargetError

@@ -154,7 +154,7 @@ def _run_prune(
 ) -> None:
     """Prune a tensor round by round through the core; check counts, no revival, zeros in forward."""
     from squeezer import compress
-    from squeezer.compress.masks import pruned_count
+    from squeezer.compress.selection import pruned_count
 
     holder = _Holder(weight)
     compress.attach_paths(holder, ["weight"])
