@@ -5,7 +5,10 @@ from __future__ import annotations
 import attrs
 
 _sparsity = [attrs.validators.instance_of((int, float)), attrs.validators.ge(0.0), attrs.validators.le(1.0)]
-_rounds = [attrs.validators.instance_of(int), attrs.validators.ge(1)]
+#: More pruning rounds than any schedule needs (each round is at least one pruning pass over the
+#: model); the bound keeps a typo such as ``rounds = 10**8`` from taking minutes to validate.
+MAX_ROUNDS = 1000
+_rounds = [attrs.validators.instance_of(int), attrs.validators.ge(1), attrs.validators.le(MAX_ROUNDS)]
 
 
 @attrs.frozen(kw_only=True)
@@ -27,7 +30,7 @@ class GeometricSchedule:
     """
 
     target: float = attrs.field(validator=_sparsity, metadata={"help": "final sparsity in [0, 1]"})
-    rounds: int = attrs.field(default=4, validator=_rounds, metadata={"help": "pruning rounds"})
+    rounds: int = attrs.field(default=4, validator=_rounds, metadata={"help": f"pruning rounds (1..{MAX_ROUNDS})"})
 
     def sparsities(self) -> list[float]:
         keep = 1.0 - self.target
@@ -47,7 +50,7 @@ class CubicSchedule:
 
     target: float = attrs.field(validator=_sparsity, metadata={"help": "final sparsity s_f in [0, 1]"})
     initial: float = attrs.field(default=0.0, validator=_sparsity, metadata={"help": "initial sparsity s_i"})
-    rounds: int = attrs.field(default=4, validator=_rounds, metadata={"help": "pruning steps n"})
+    rounds: int = attrs.field(default=4, validator=_rounds, metadata={"help": f"pruning steps n (1..{MAX_ROUNDS})"})
 
     def __attrs_post_init__(self) -> None:
         if self.initial > self.target:

@@ -47,11 +47,12 @@ BASE: dict[str, Any] = {
         {"type": "prune", "importance": "l1", "scheduler": {"name": "geometric", "target": 0.8, "rounds": 2},
          "quantizer": {"name": "lsq", "bits": 4, "overrides": [{"pattern": "@first", "bits": 8}]},
          "epochs_per_round": 1, "scope": "global", "min_density": 0.01, "lr": 0.001},
-        {"type": "quantize", "quantizer": {"name": "minmax", "bits": 8, "options": {"per_channel": True}}},
         {"type": "mutual", "distillation": {"name": "hinton", "temperature": 4.0}, "warmup_epochs": 1,
          "epochs": 1, "teacher_owns": ["norm"], "kd_weight": 1.0},
         {"type": "distill", "distillation": "mse", "student": {"factory": "x.y:z", "options": {"width": 2}},
          "kd_weight": 0.5},
+        # after the distill stage: a second quantizer before it would be refused (quantized already)
+        {"type": "quantize", "quantizer": {"name": "minmax", "bits": 8, "options": {"per_channel": True}}},
     ],
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import itertools
 import math
+import os
 import re
 import tomllib
 import types
@@ -32,15 +33,26 @@ _OPTIM_KEYS = {a.name for a in attrs.fields(Optim)}
 _FIELD_MESSAGE = re.compile(r"^'(\w+)' (.*)$", re.S)
 
 
+#: A recipe file larger than this is refused unread (the bundled ones are about 2 KB).
+MAX_RECIPE_BYTES = 1 << 20
+#: The most pruning rounds the core accepts from any scheduler.
+MAX_ROUNDS = 10_000
+#: The largest seed: torch seeds are 64-bit and the per-epoch seeds are derived modulo 2**63.
+MAX_SEED = 2**63 - 1
+
+
 def load_recipe(path: str | Path, registry: Registry | None = None) -> Recipe:
-    """Read and validate a recipe file; with a registry, plugin names and options are checked too."""
+    """Read and validate a recipe file; with a registry, plugin names and options are checked too.
+
+    Only a regular file of at most :data:`MAX_RECIPE_BYTES` is read: a FIFO, a device such as
+    ``/dev/zero`` or a directory is refused at once, without blocking or reading it.
+    """
+    from squeezer.safefile import read_text
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: recipe file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read recipe: {exc}") from None
+    if not os.path.lexists(path):
+        raise ConfigError(f"{path}: recipe file not found")
+    text = read_text(path, MAX_RECIPE_BYTES, "recipe", ConfigError)
     return parse_recipe(text, source=str(path), registry=registry)
 
 
@@ -53,6 +65,7 @@ def parse_recipe(text: str, *, source: str = "<recipe>", registry: Registry | No
     except RecursionError:  # tomllib recurses once per nesting level
         raise ConfigError(f"{source}: invalid TOML: arrays or tables nested too deeply") from None
     recipe = recipe_from_dict(data, source=source)
+    check_stage_order(recipe)
     if registry is not None:
         check_strategies(recipe, registry)
     return recipe
@@ -73,7 +86,34 @@ def recipe_from_dict(data: Mapping[str, Any], *, source: str = "<recipe>") -> Re
         training = data.get("training", {})
         training = dict(training) if isinstance(training, Mapping) else {}
         data["stages"] = tuple(_stage(s, f"stages[{i}]", source, training) for i, s in enumerate(stages))
-    return typing.cast(Recipe, _build(Recipe, data, "", source, extra={"source": source}))
+    recipe = typing.cast(Recipe, _build(Recipe, data, "", source, extra={"source": source}))
+    check_seed(recipe.seed, f"{source}: seed")
+    return recipe
+
+
+def check_seed(seed: Any, where: str) -> int:
+    """A seed is an integer in 0..:data:`MAX_SEED`; anything else names ``where``."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"{where}: must be an integer in 0..{MAX_SEED} (2**63 - 1), got {_short(seed)}")
+    return seed
+
+
+def check_stage_order(recipe: Recipe) -> None:
+    """Refuse stages that would be silently ignored: quantizers are attached once, so a second
+    quantizer (a ``quantize`` stage, or a ``prune`` stage's ``quantizer``) after the weights are
+    quantized would do nothing. A ``distill`` stage starts a fresh student, which may be quantized again."""
+    quantized_by: str | None = None
+    for i, stage in enumerate(recipe.stages):
+        if isinstance(stage, DistillStage):
+            quantized_by = None
+        elif isinstance(stage, PruneStage | QuantizeStage) and stage.quantizer is not None:
+            if quantized_by is not None:
+                raise ConfigError(
+                    f"{recipe.source}: stages[{i}].quantizer: the weights are already quantized by "
+                    f"{quantized_by}, so this quantizer would be ignored; quantize once (per-layer bits go in "
+                    f"quantizer.overrides), or put a distill stage in between to quantize a fresh student"
+                )
+            quantized_by = f"stages[{i}] ({_short(stage.label)}, quantizer {_short(stage.quantizer.name)})"
 
 
 def validator_message(exc: BaseException) -> str:
@@ -238,7 +278,9 @@ def _override_table(value: Any, path: str, source: str) -> Any:
 
 
 def check_strategies(recipe: Recipe, registry: Registry) -> None:
-    """Check every plugin name and option of ``recipe`` against ``registry`` (builds each once)."""
+    """Check every plugin name and option of ``recipe`` against ``registry`` (builds each once),
+    and that no stage would be silently ignored (:func:`check_stage_order`)."""
+    check_stage_order(recipe)
     src = recipe.source
     for i, stage in enumerate(recipe.stages):
         path = f"{src}: stages[{i}]"
@@ -262,21 +304,26 @@ def check_strategies(recipe: Recipe, registry: Registry) -> None:
 
 def _check_schedule(scheduler: Any, where: str) -> list[float]:
     """The core's check of a scheduler's output: in [0, 1], non-decreasing, ending at its target."""
-    from squeezer.errors import PluginError, SqueezerError
+    from squeezer.errors import PluginError
+    from squeezer.registry import PluginBoundary
 
-    try:
-        values = [float(v) for v in scheduler.sparsities()]
-        target = float(scheduler.target)
-    except SqueezerError:
-        raise
-    except Exception as exc:  # a bug in the plugin, or a value that is not a number
-        raise PluginError(f"{where}: sparsities() failed: {type(exc).__name__}: {exc}") from exc
+    with PluginBoundary() as boundary:
+        try:
+            values = [float(v) for v in itertools.islice(scheduler.sparsities(), MAX_ROUNDS + 1)]
+            target = float(scheduler.target)
+        except BaseException as exc:  # a bug in the plugin (sys.exit included), or a value that is not a number
+            error = boundary.failure(exc, f"{where}: sparsities() failed")
+            if error is None:
+                raise
+            raise error from exc
     if not values:
         raise PluginError(f"{where}: schedule is empty")
+    if len(values) > MAX_ROUNDS:
+        raise PluginError(f"{where}: schedule has more than {MAX_ROUNDS:,} rounds")
     if any(not 0.0 <= v <= 1.0 for v in values):
-        raise PluginError(f"{where}: schedule values must lie in [0, 1], got {values}")
+        raise PluginError(f"{where}: schedule values must lie in [0, 1], got {_short(values, 200)}")
     if any(b < a for a, b in itertools.pairwise(values)):
-        raise PluginError(f"{where}: schedule decreases sparsity ({values}); pruned weights cannot revive")
+        raise PluginError(f"{where}: schedule decreases sparsity ({_short(values, 200)}); pruned weights cannot revive")
     if abs(values[-1] - target) > 1e-9:
         raise PluginError(f"{where}: schedule ends at {values[-1]}, not at its target {target}")
     return values
