@@ -21,7 +21,7 @@ import pluggy
 
 from squeezer import hookspecs
 from squeezer.errors import PluginError
-from squeezer.registry import KIND_HOOKS, Registry
+from squeezer.registry import KIND_HOOKS, PluginBoundary, Registry
 
 ENTRY_POINT_GROUP = "squeezer"
 _OWN_DISTRIBUTION = "squeezer"
@@ -56,10 +56,7 @@ def make_plugin_manager(
         name = getattr(plugin, "__name__", None) or type(plugin).__name__
         if pm.get_plugin(name) is not None:
             name = f"{name}-{id(plugin):x}"
-        try:
-            pm.register(plugin, name=name)
-        except (pluggy.PluginValidationError, ValueError) as exc:
-            raise PluginError(f"plugin {name!r} is invalid: {exc}") from exc
+        _register(pm, plugin, name, f"plugin {name!r}")
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
@@ -79,19 +76,32 @@ def _load_entry_points(pm: pluggy.PluginManager, *, third_party: bool, blocked: 
         if ep.name in seen or ep.name in blocked or (not third_party and not own):
             continue
         seen.add(ep.name)
-        try:
-            plugin = ep.load()
-        except Exception as exc:
-            raise PluginError(
-                f"plugin {ep.name!r} (from {dist_name}, {ep.value}) failed to import: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
-        try:
-            pm.register(plugin, name=ep.name)
-        except (pluggy.PluginValidationError, ValueError) as exc:
-            raise PluginError(f"plugin {ep.name!r} (from {dist_name}) is invalid: {exc}") from exc
+        with PluginBoundary() as boundary:
+            try:
+                plugin = ep.load()
+            except BaseException as exc:  # sys.exit() or a raised KeyboardInterrupt included
+                where = f"plugin {ep.name!r} (from {dist_name}, {ep.value}) failed to import"
+                error = boundary.failure(exc, where, PluginError)
+                if error is None:
+                    raise
+                raise error from exc
+        _register(pm, plugin, ep.name, f"plugin {ep.name!r} (from {dist_name})")
         if dist is not None:
             _VERSIONS[ep.name] = f"{dist_name} {dist.version}"
+
+
+def _register(pm: pluggy.PluginManager, plugin: object, name: str, label: str) -> None:
+    """``pm.register``, which reads the plugin's attributes (a module's ``__getattr__`` is plugin code)."""
+    with PluginBoundary() as boundary:
+        try:
+            pm.register(plugin, name=name)
+        except (pluggy.PluginValidationError, ValueError) as exc:
+            raise PluginError(f"{label} is invalid: {exc}") from exc
+        except BaseException as exc:
+            error = boundary.failure(exc, f"{label} failed to register", PluginError)
+            if error is None:
+                raise
+            raise error from exc
 
 
 # plugin name -> "distribution version", filled as entry points load
@@ -110,14 +120,14 @@ def build_registry(pm: pluggy.PluginManager) -> Registry:
         caller = getattr(pm.hook, hook_name)
         for impl in caller.get_hookimpls():
             registry._bind(impl.plugin_name, plugin_version(impl.plugin_name))
-            try:
-                impl.function(**{arg: registry for arg in impl.argnames if arg == "registry"})
-            except PluginError:
-                raise
-            except Exception as exc:
-                raise PluginError(
-                    f"plugin {impl.plugin_name!r} raised in {hook_name}: {type(exc).__name__}: {exc}"
-                ) from exc
+            with PluginBoundary() as boundary:
+                try:
+                    impl.function(**{arg: registry for arg in impl.argnames if arg == "registry"})
+                except BaseException as exc:  # sys.exit() or a raised KeyboardInterrupt included
+                    error = boundary.failure(exc, f"plugin {impl.plugin_name!r} raised in {hook_name}", PluginError)
+                    if error is None:
+                        raise
+                    raise error from exc
     registry._bind("<direct>", None)
     return registry
 

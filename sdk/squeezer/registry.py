@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import difflib
 import re
+import signal
+import threading
 import typing
 from collections.abc import Iterator, Mapping
+from types import FrameType, TracebackType
 from typing import Any
 
 import attrs
@@ -20,6 +23,70 @@ KIND_HOOKS: Mapping[str, str] = {
     "distillation_loss": "squeezer_register_distillation_losses",
 }
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class PluginBoundary:
+    """``with PluginBoundary() as b: <plugin code>``, then ``b.failure(exc, where)`` in an ``except
+    BaseException`` turns whatever plugin code raised into a one-line :class:`PluginError`.
+
+    Plugin code may raise anything: ``sys.exit(0)`` (``SystemExit``) at import or in a hook must
+    not end the program as a success having done nothing, nor ``sys.exit(3)`` with no message.
+    A ``KeyboardInterrupt`` is the one exception that may be the user's: while the block runs, a
+    SIGINT handler that delegates to the previous one records whether a real SIGINT arrived. A
+    ``KeyboardInterrupt`` after a real SIGINT (Ctrl-C) is the user's and passes through unchanged
+    (``failure`` returns None: re-raise it), so Ctrl-C keeps meaning "interrupt"; one that the
+    plugin raised by itself is a plugin bug, reported naming the plugin like any other.
+    """
+
+    def __init__(self) -> None:
+        self.signalled = False
+        self._previous: Any = None
+        self._installed = False
+        # Off the main thread no signal handler runs, so a KeyboardInterrupt there was raised by code.
+        self._can_tell = threading.current_thread() is not threading.main_thread()
+
+    def __enter__(self) -> PluginBoundary:
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.getsignal(signal.SIGINT)
+            if previous is not None:  # None: a handler installed outside Python, which we cannot wrap
+                try:
+                    signal.signal(signal.SIGINT, self._handler)
+                except (ValueError, OSError):
+                    return self
+                self._previous, self._installed, self._can_tell = previous, True, True
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._installed and signal.getsignal(signal.SIGINT) == self._handler:  # unless the plugin replaced it
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        self.signalled = True
+        if callable(self._previous):
+            self._previous(signum, frame)  # Python's default raises KeyboardInterrupt
+        elif self._previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+    def failure(self, exc: BaseException, where: str,
+                keep: type[SqueezerError] = SqueezerError) -> PluginError | None:
+        """The :class:`PluginError` to raise for ``exc`` (``where``: which plugin, which call), or
+        None when ``exc`` must propagate unchanged (a ``keep`` error, or the user's Ctrl-C)."""
+        if isinstance(exc, keep):
+            return None
+        if isinstance(exc, KeyboardInterrupt):
+            if self.signalled or not self._can_tell:
+                return None
+            return PluginError(f"{where}: KeyboardInterrupt raised by the plugin itself (no Ctrl-C was pressed)")
+        return PluginError(f"{where}: {describe_exception(exc)}")
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``TypeName: message`` on one line; ``sys.exit(...)`` is named as such."""
+    if isinstance(exc, SystemExit):
+        return f"SystemExit: the plugin called sys.exit({exc.code!r})"
+    text = " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @attrs.frozen
@@ -137,18 +204,18 @@ class Registry:
         hints = _field_types(info.cls)
         for key, value in options.items():
             options[key] = _check_type(key, value, hints.get(key), f"{prefix}{kind} {name!r}")
-        try:
-            return info.cls(**options)
-        except (TypeError, ValueError) as exc:
-            first = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
-            raise ConfigError(f"{prefix}{kind} {name!r}: {first}") from None
-        except SqueezerError:
-            raise
-        except Exception as exc:  # a bug in the plugin's class, not a bad option
-            raise PluginError(
-                f"{prefix}{kind} {name!r} (plugin {info.plugin!r}) raised while being built: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
+        with PluginBoundary() as boundary:
+            try:
+                return info.cls(**options)
+            except (TypeError, ValueError) as exc:
+                first = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+                raise ConfigError(f"{prefix}{kind} {name!r}: {first}") from None
+            except BaseException as exc:  # a bug in the plugin's class, not a bad option
+                where = f"{prefix}{kind} {name!r} (plugin {info.plugin!r}) raised while being built"
+                error = boundary.failure(exc, where)
+                if error is None:
+                    raise
+                raise error from exc
 
 
 def _field_types(cls: type) -> dict[str, Any]:
