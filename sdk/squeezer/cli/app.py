@@ -16,7 +16,15 @@ from typer.core import TyperGroup
 
 from squeezer import __version__
 from squeezer.cli import artifact, run
-from squeezer.cli.errors import Abort, ClickException, NoArgsIsHelpError, debug_requested, report
+from squeezer.cli.errors import (
+    INTERRUPTED,
+    Abort,
+    ClickException,
+    CliError,
+    NoArgsIsHelpError,
+    debug_requested,
+    report,
+)
 from squeezer.cli.plugins import plugins_app
 from squeezer.cli.recipe import recipe_app
 
@@ -52,6 +60,8 @@ class SqueezerGroup(TyperGroup):
             rv = super().main(args=argv, prog_name=prog_name or PROG, complete_var=complete_var,
                               standalone_mode=False, **extra)
             code = rv if isinstance(rv, int) else 0  # an Exit's code (--help, --version: 0)
+        except KeyboardInterrupt:
+            code = report(CliError("interrupted", INTERRUPTED), debug=False)
         except (Abort, typer.Abort):
             code = report(ClickException("aborted"), debug=False)
         except Exception as exc:
@@ -65,6 +75,20 @@ class SqueezerGroup(TyperGroup):
         if standalone_mode:
             sys.exit(code)
         return code
+
+    # Ctrl-C while the arguments are parsed, or inside a command that has not handled it (e.g.
+    # while torch is being imported): one line and 130, where typer would exit 130 silently
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().make_context(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise CliError("interrupted", INTERRUPTED) from None
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise CliError("interrupted", INTERRUPTED) from None
 
 
 app = typer.Typer(

@@ -138,11 +138,11 @@ class ProgressRenderer:
         target.print(*renderables, **kwargs)
 
     def _plain(self, line: str) -> None:
-        """Print ``line`` as it is (no markup, no wrapping)."""
+        """Print ``line`` as it is (no markup, no :emoji: codes, no wrapping)."""
         if self.quiet:
             return
         target = self.progress.console if self.progress is not None else self.console
-        target.print(line, markup=False, highlight=False, soft_wrap=True)
+        target.print(Text(line), highlight=False, soft_wrap=True)
 
     # the events
     def on_RunStarted(self, e: Any) -> None:

@@ -45,7 +45,8 @@ def run_command(
         bool, typer.Option("--overwrite", help="Replace the checkpoints and artifact already in --out.")
     ] = False,
     seed: Annotated[
-        int | None, typer.Option("--seed", help="Random seed (overrides the recipe's).", show_default=False)
+        int | None, typer.Option("--seed", help="Random seed in 0..2**63-1 (overrides the recipe's).",
+                                 min=0, max=2**63 - 1, show_default=False)
     ] = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress; print only the result line.")

@@ -6,6 +6,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from squeezer.cli.progress import percent
 
@@ -73,7 +74,7 @@ def layer_table(layers: list[dict[str, Any]]) -> Table:
     for layer in layers:
         numel += layer["numel"]
         nnz += layer["nonzeros"]
-        table.add_row(layer["parameter"], f"{layer['numel']:,}", f"{layer['nonzeros']:,}",
+        table.add_row(Text(layer["parameter"]), f"{layer['numel']:,}", f"{layer['nonzeros']:,}",
                       percent(layer["sparsity"]), bits_label(layer["bits"]))
     if layers:
         table.add_section()
@@ -112,7 +113,6 @@ def print_summary(console: Console, data: dict[str, Any]) -> None:
                       "nnz*bits + n*H(density), plus scales and other state")
     console.print(table)
     console.print(NO_SPEEDUP, highlight=False, soft_wrap=True)
-    if data["artifact"] is not None:
-        console.print(f"artifact: {data['artifact']}", highlight=False, soft_wrap=True)
-    else:
-        console.print("artifact: not exported", highlight=False, soft_wrap=True)
+    # user text (paths, parameter names) is printed as Text: never read as rich markup or :emoji: codes
+    artifact_path = data["artifact"] if data["artifact"] is not None else "not exported"
+    console.print(Text(f"artifact: {artifact_path}"), highlight=False, soft_wrap=True)
