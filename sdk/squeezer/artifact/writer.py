@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Mapping
@@ -210,3 +211,23 @@ def _atomic_write(target: str, data: bytes) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+    _remove_stale_temp_files(directory, os.path.basename(target))
+
+
+def _remove_stale_temp_files(directory: str, name: str) -> None:
+    """Remove the temporary files of ``name`` that a process killed mid-write left behind.
+
+    Only names that :func:`tempfile.mkstemp` gave this writer's temporary files
+    (``.NAME.XXXXXXXX.tmp``) and only regular files: never anything else in the directory.
+    """
+    pattern = re.compile(rf"\.{re.escape(name)}\.[A-Za-z0-9_]{{8}}\.tmp")
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return
+    for entry in entries:
+        if pattern.fullmatch(entry):
+            path = os.path.join(directory, entry)
+            with contextlib.suppress(OSError):
+                if stat.S_ISREG(os.lstat(path).st_mode):
+                    os.unlink(path)
