@@ -60,7 +60,7 @@ def make_plugin_manager(
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin {getattr(exc.plugin, '__name__', exc.plugin)!r}: {exc}") from None
+        raise PluginError(f"plugin {getattr(exc.plugin, '__name__', exc.plugin)!r}: {_one_line(exc)}") from None
     if _env_flag("SQUEEZER_TRACE_HOOKS"):
         pm.trace.root.setwriter(sys.stderr.write)
         pm.enable_tracing()
@@ -96,12 +96,17 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str, label: str) -
         try:
             pm.register(plugin, name=name)
         except (pluggy.PluginValidationError, ValueError) as exc:
-            raise PluginError(f"{label} is invalid: {exc}") from exc
+            raise PluginError(f"{label} is invalid: {_one_line(exc)}") from exc
         except BaseException as exc:
             error = boundary.failure(exc, f"{label} failed to register", PluginError)
             if error is None:
                 raise
             raise error from exc
+
+
+def _one_line(exc: BaseException) -> str:
+    """pluggy's validation messages span lines; errors are one line."""
+    return "; ".join(part.strip() for part in str(exc).splitlines() if part.strip())
 
 
 # plugin name -> "distribution version", filled as entry points load

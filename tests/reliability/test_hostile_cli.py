@@ -154,6 +154,14 @@ def test_strategy_code_calling_sys_exit_is_a_plugin_error() -> None:
         assert "r.toml: stages[0].scheduler" in str(info.value) and needle in str(info.value), str(info.value)
 
 
+def test_an_invalid_hook_is_named_on_one_line() -> None:
+    import helpers
+
+    with pytest.raises(PluginError) as info:
+        squeezer.load_registry(autoload=False, plugins=[helpers.WrongHookSignature()])
+    assert "\n" not in str(info.value) and "'wrong_signature'" in str(info.value)  # before: three lines
+
+
 # --- 9: rich markup in user text ---------------------------------------------------------------------
 
 
