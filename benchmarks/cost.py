@@ -90,7 +90,7 @@ class Variant:
 def build_variants(factory: Callable[[], nn.Module], x: torch.Tensor, y: torch.Tensor, sparsity: float,
                    bits: int) -> dict[str, Variant]:
     from squeezer.compress.teacher import SelfTeacher
-    from squeezer.pipeline.stages.base import split_parameters
+    from squeezer.engine import split_parameters
     from squeezer.plugin_manager import load_registry
 
     registry = load_registry()

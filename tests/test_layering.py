@@ -5,7 +5,7 @@ Layers, lowest first; a module may import its own layer and those below, never a
     0  errors, trust, registry, hookspecs, safefile, strategies, examples  (no squeezer imports above)
     1  compress (tensor code: masks, quantizer wrappers), plugin_manager
     2  recipe (frozen configs)
-    3  factories, artifact
+    3  factories, artifact, engine (the compression rules every driver applies)
     4  pipeline (stages, the loop, checkpoints)
     5  session, integrations (drivers of the pipeline's machinery)
     6  cli
@@ -28,7 +28,7 @@ RANK = {
     "errors": 0, "trust": 0, "registry": 0, "hookspecs": 0, "safefile": 0, "strategies": 0, "examples": 0,
     "compress": 1, "plugin_manager": 1,
     "recipe": 2,
-    "factories": 3, "artifact": 3,
+    "factories": 3, "artifact": 3, "engine": 3,
     "pipeline": 4,
     "session": 5, "integrations": 5,
     "cli": 6,

@@ -32,9 +32,8 @@ from squeezer import compress
 from squeezer.compress.targets import Targets
 from squeezer.compress.teacher import SelfTeacher
 from squeezer.compress.weight import compressed_weights
+from squeezer.engine import Pruner
 from squeezer.errors import ConfigError, PluginError
-from squeezer.pipeline.stages.prune import _forget_pruned
-from squeezer.pipeline.stages.quantize import attach_pending_quantizers
 from squeezer.recipe.configs import PruneStage, QuantizerChoice
 from squeezer.recipe.loader import checked_schedule
 from squeezer.registry import Registry
@@ -122,10 +121,12 @@ class Compression:
         self.quantizer: QuantizerChoice | None = None
         if quantizer is not None:
             self.quantizer = _quantizer_choice(quantizer, registry)
+        self.pruner = Pruner(model=model, registry=registry, importance=self.importance,
+                             importance_source=f"importance {self.importance_name!r}", schedule=self.schedule,
+                             scope=scope, min_density=min_density, quantizer=self.quantizer)
         self.distillation_name, options = _split(distillation, "distillation")
         self.distillation = registry.create("distillation_loss", self.distillation_name, options,
                                             where="distillation")
-        self.rounds_done = 0
         self.steps = 0
 
     # --- Phase 1 --------------------------------------------------------------------------
@@ -137,9 +138,18 @@ class Compression:
         return compress.attach(self.model, self.targets)
 
     @property
+    def rounds_done(self) -> int:
+        """How many scheduled pruning rounds have run."""
+        return self.pruner.rounds_done
+
+    @rounds_done.setter
+    def rounds_done(self, value: int) -> None:  # a resumed callback restores its counters
+        self.pruner.rounds_done = value
+
+    @property
     def done(self) -> bool:
         """True once every scheduled pruning round has run."""
-        return self.rounds_done >= len(self.schedule)
+        return self.pruner.done
 
     @property
     def next_round_at(self) -> int | None:
@@ -178,19 +188,13 @@ class Compression:
             self.attach()
         if self.done:
             raise ConfigError(f"all {len(self.schedule)} scheduled pruning rounds have run")
-        grads = dict(gradients or {})
-        if getattr(self.importance, "needs_gradients", False) and gradients is None:
-            grads = self._current_gradients()
-
-        def score(path: str, w: torch.Tensor) -> torch.Tensor:
-            return self.importance(w, grads.get(path))
-
-        layers = compress.prune(self.model, score, self.schedule[self.rounds_done], scope=self.scope,
-                                min_density=self.min_density, source=f"importance {self.importance_name!r}")
-        self.rounds_done += 1
-        if optimizer is not None:
-            _forget_pruned(self.model, optimizer)
-        self._attach_quantizers(optimizer)
+        if self.pruner.needs_gradients and gradients is None:
+            gradients = self._current_gradients()
+        before = {id(p) for p in self.model.parameters()}
+        layers, _ = self.pruner.round(optimizer, gradients)
+        new = [p for p in self.model.parameters() if id(p) not in before and p.requires_grad]
+        if optimizer is not None and new:  # quantizer parameters: no weight decay, as in the pipeline
+            optimizer.add_param_group({"params": new, "weight_decay": 0.0})
         return layers
 
     def _current_gradients(self) -> dict[str, torch.Tensor]:
@@ -204,15 +208,6 @@ class Compression:
                 )
             grads[path] = g.detach().clone()
         return grads
-
-    def _attach_quantizers(self, optimizer: torch.optim.Optimizer | None) -> None:
-        if self.quantizer is None:
-            return
-        before = {id(p) for p in self.model.parameters()}
-        attach_pending_quantizers(self.model, self.registry, self.quantizer, "quantizer")
-        new = [p for p in self.model.parameters() if id(p) not in before and p.requires_grad]
-        if optimizer is not None and new:
-            optimizer.add_param_group({"params": new})
 
     # --- Phase 2 --------------------------------------------------------------------------
     def self_teacher(

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from squeezer.compress.weight import compressed_weights
+from squeezer.engine import param_groups
 from squeezer.pipeline.context import Context
 from squeezer.pipeline.training import batch_to, evaluate, forward
 from squeezer.recipe.configs import Stage, Strategy
@@ -29,15 +29,8 @@ class StageRunner:
         """Build what the stage needs; when resuming, structure comes from the checkpoint."""
 
     def param_groups(self) -> list[dict[str, Any]]:
-        """Compressed weights get weight decay only while dense: afterwards their pruned entries
-        hold the unimportant weights (PQK's teacher) and must not drift."""
-        originals, quantizer, others = split_parameters(self.ctx.model)
-        dense = all(bool(p.mask.all()) for _, p in compressed_weights(self.ctx.model))
-        return [
-            {"params": originals, "weight_decay": self.optim.weight_decay if dense else 0.0},
-            {"params": quantizer, "weight_decay": 0.0, "lr_scale": self.optim.quantizer_lr_scale},
-            {"params": others},
-        ]
+        """The engine's groups (:func:`squeezer.engine.param_groups`) with this stage's settings."""
+        return param_groups(self.ctx.model, self.optim.weight_decay, self.optim.quantizer_lr_scale)
 
     def extra_modules(self) -> dict[str, nn.Module]:
         """Modules besides the model whose state is checkpointed (e.g. the PQK teacher's own norms)."""
@@ -95,19 +88,3 @@ def distillation_loss(ctx: Context, strategy: Strategy, where: str) -> LossFn:
         return value
 
     return call
-
-
-def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter], list[nn.Parameter]]:
-    """Model parameters split into compressed weights' stored originals, quantizer parameters
-    (inside a parametrization, e.g. LSQ step sizes), and everything else."""
-    originals: list[nn.Parameter] = []
-    quantizer: list[nn.Parameter] = []
-    others: list[nn.Parameter] = []
-    for name, p in model.named_parameters():
-        if name.endswith(".original") or name == "original":
-            originals.append(p)
-        elif "parametrizations." in name:
-            quantizer.append(p)
-        else:
-            others.append(p)
-    return originals, quantizer, others

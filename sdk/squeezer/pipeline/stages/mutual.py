@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from squeezer.compress.teacher import SelfTeacher
-from squeezer.pipeline.stages.base import StageRunner, distillation_loss, split_parameters
+from squeezer.engine import split_parameters
+from squeezer.pipeline.stages.base import StageRunner, distillation_loss
 from squeezer.pipeline.training import batch_to, evaluate, forward
 from squeezer.recipe.configs import MutualStage
 

@@ -12,9 +12,10 @@ from torch import nn
 
 from squeezer import compress
 from squeezer.compress.weight import compressed_weights
+from squeezer.engine import Pruner
 from squeezer.pipeline.events import Pruned
 from squeezer.pipeline.stages.base import StageRunner
-from squeezer.pipeline.stages.quantize import attach_quantizers_once, attach_targets
+from squeezer.pipeline.stages.quantize import attach_targets
 from squeezer.pipeline.training import batch_to, forward
 from squeezer.recipe.configs import PruneStage
 from squeezer.recipe.loader import checked_schedule
@@ -27,10 +28,16 @@ class PruneRunner(StageRunner):
         super().__init__(*args, **kwargs)
         where = f"stages[{self.index}]"
         reg, cfg = self.ctx.registry, self.cfg
-        self.importance = reg.create("importance", cfg.importance.name, cfg.importance.options,
-                                     where=f"{where}.importance")
+        importance = reg.create("importance", cfg.importance.name, cfg.importance.options,
+                                where=f"{where}.importance")
         scheduler = reg.create("scheduler", cfg.scheduler.name, cfg.scheduler.options, where=f"{where}.scheduler")
         self.schedule = checked_schedule(scheduler, f"{where}.scheduler ({cfg.scheduler.name})")
+        plugin = reg.get("importance", cfg.importance.name).plugin
+        self.pruner = Pruner(
+            model=self.ctx.model, registry=reg, importance=importance, schedule=self.schedule,
+            importance_source=f"importance {cfg.importance.name!r} (plugin {plugin!r})",
+            scope=cfg.scope, min_density=cfg.min_density, quantizer=cfg.quantizer, quantizer_where=f"{where}.quantizer",
+        )
 
     def epochs(self) -> int:
         return len(self.schedule) * self.cfg.epochs_per_round
@@ -55,21 +62,11 @@ class PruneRunner(StageRunner):
             self._prune_round(epoch // per, optimizer)
 
     def _prune_round(self, r: int, optimizer: torch.optim.Optimizer | None) -> None:
-        grads = self._gradients() if getattr(self.importance, "needs_gradients", False) else {}
-        name = self.cfg.importance.name
-
-        def score(path: str, w: torch.Tensor) -> torch.Tensor:
-            return self.importance(w, grads.get(path))
-
-        layers = compress.prune(
-            self.ctx.model, score, self.schedule[r], scope=self.cfg.scope,
-            min_density=self.cfg.min_density,
-            source=f"importance {name!r} (plugin {self.ctx.registry.get('importance', name).plugin!r})",
-        )
-        if optimizer is not None:
-            _forget_pruned(self.ctx.model, optimizer)
-        if self.cfg.quantizer is not None:
-            attach_quantizers_once(self.ctx, self.cfg.quantizer, f"stages[{self.index}].quantizer")
+        self.pruner.model, self.pruner.rounds_done = self.ctx.model, r  # rounds are laid on epochs (resume)
+        grads = self._gradients() if self.pruner.needs_gradients else None
+        layers, bits = self.pruner.round(optimizer, grads)
+        if bits:
+            self.ctx.records.setdefault("bits", {}).update(bits)
         self.ctx.sink(Pruned(
             self.index, r, self.schedule[r], compress.sparsity(self.ctx.model),
             tuple((layer.name, layer.target, layer.achieved) for layer in layers),
@@ -91,12 +88,3 @@ class PruneRunner(StageRunner):
                  for path, p in params.items()}
         model.zero_grad(set_to_none=True)
         return grads
-
-
-def _forget_pruned(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """Zero optimizer state (momentum, Adam moments) at pruned entries so they never drift afterwards."""
-    for path, p in compressed_weights(model):
-        original = compress.original(model, path)
-        for value in optimizer.state.get(original, {}).values():
-            if isinstance(value, torch.Tensor) and value.shape == p.mask.shape:
-                value.masked_fill_(~p.mask, 0)

@@ -1,0 +1,19 @@
+"""The compression engine: the rules every driver (the recipe runner's stages, ``Compression`` in
+your own loop, the Lightning and Hugging Face callbacks) applies the same way.
+
+- :mod:`.params`: which parameters are which (stored originals, quantizer parameters, the rest),
+  their optimizer groups (no weight decay once pruned, the quantizers' learning-rate scale), and
+  forgetting optimizer state at pruned entries;
+- :mod:`.quantizers`: choosing each weight's quantizer (per-layer overrides) and attaching it;
+- :mod:`.pruner`: a pruning round on the schedule.
+
+Drivers decide *when* to call these; the engine decides *what* happens. It knows no stages,
+recipes files or progress rendering.
+"""
+
+from squeezer.engine.params import forget_pruned, param_groups, split_parameters
+from squeezer.engine.pruner import Pruner
+from squeezer.engine.quantizers import attach_pending_quantizers, quantizer_chooser
+
+__all__ = ["Pruner", "attach_pending_quantizers", "forget_pruned", "param_groups", "quantizer_chooser",
+           "split_parameters"]

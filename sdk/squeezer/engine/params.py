@@ -1,0 +1,52 @@
+"""Parameters and the optimizer: which are which, their groups, and state at pruned entries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from squeezer import compress
+from squeezer.compress.weight import compressed_weights
+
+
+def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter], list[nn.Parameter]]:
+    """Model parameters split into compressed weights' stored originals, quantizer parameters
+    (inside a parametrization, e.g. LSQ step sizes), and everything else."""
+    originals: list[nn.Parameter] = []
+    quantizer: list[nn.Parameter] = []
+    others: list[nn.Parameter] = []
+    for name, p in model.named_parameters():
+        if name.endswith(".original") or name == "original":
+            originals.append(p)
+        elif "parametrizations." in name:
+            quantizer.append(p)
+        else:
+            others.append(p)
+    return originals, quantizer, others
+
+
+def param_groups(model: nn.Module, weight_decay: float, quantizer_lr_scale: float = 1.0) -> list[dict[str, Any]]:
+    """The optimizer groups of a model under compression.
+
+    Compressed weights get weight decay only while dense: afterwards their pruned entries hold the
+    unimportant weights (PQK's teacher) and must not drift. Quantizer parameters get none, and
+    learn at ``quantizer_lr_scale`` times the rate (an ``lr_scale`` entry the driver applies).
+    """
+    originals, quantizer, others = split_parameters(model)
+    dense = all(bool(p.mask.all()) for _, p in compressed_weights(model))
+    return [
+        {"params": originals, "weight_decay": weight_decay if dense else 0.0},
+        {"params": quantizer, "weight_decay": 0.0, "lr_scale": quantizer_lr_scale},
+        {"params": others},
+    ]
+
+
+def forget_pruned(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Zero optimizer state (momentum, Adam moments) at pruned entries so they never drift afterwards."""
+    for path, p in compressed_weights(model):
+        original = compress.original(model, path)
+        for value in optimizer.state.get(original, {}).values():
+            if isinstance(value, torch.Tensor) and value.shape == p.mask.shape:
+                value.masked_fill_(~p.mask, 0)

@@ -1,0 +1,69 @@
+"""A pruning round on the schedule: the one implementation behind the ``prune`` stage,
+:class:`squeezer.Compression` and the trainer callbacks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+
+from squeezer import compress
+from squeezer.engine.params import forget_pruned
+from squeezer.engine.quantizers import attach_pending_quantizers
+from squeezer.errors import ConfigError
+from squeezer.recipe.configs import QuantizerChoice
+from squeezer.registry import Registry
+
+
+@attrs.define(kw_only=True)
+class Pruner:
+    """Iterative pruning of ``model``: round ``r`` prunes to ``schedule[r]``; pruned weights stay
+    pruned. The driver calls :meth:`round` when a round is due; the training loop is the driver's."""
+
+    model: nn.Module
+    registry: Registry
+    importance: Callable[..., torch.Tensor]
+    importance_source: str  # how errors name the criterion: "importance 'l1' (plugin 'squeezer_magnitude')"
+    schedule: Sequence[float]
+    scope: str = "global"
+    min_density: float = 0.0
+    quantizer: QuantizerChoice | None = None
+    quantizer_where: str = "quantizer"
+    rounds_done: int = 0
+
+    @property
+    def done(self) -> bool:
+        """True once every scheduled round has run."""
+        return self.rounds_done >= len(self.schedule)
+
+    @property
+    def needs_gradients(self) -> bool:
+        return bool(getattr(self.importance, "needs_gradients", False))
+
+    def round(
+        self, optimizer: torch.optim.Optimizer | None = None, gradients: Mapping[str, torch.Tensor] | None = None
+    ) -> tuple[list[compress.LayerSparsity], dict[str, int]]:
+        """Run the next round: prune, forget the optimizer's state at newly pruned entries, then
+        attach quantizers to the weights that have none (so they start from the pruned weights).
+
+        Returns the per-layer sparsity and the bits of the weights quantized now; the quantizers'
+        new parameters are the driver's to give to its optimizer (:func:`.params.param_groups`).
+        """
+        if self.done:
+            raise ConfigError(f"all {len(self.schedule)} scheduled pruning rounds have run")
+        grads = dict(gradients or {})
+
+        def score(path: str, w: torch.Tensor) -> Any:
+            return self.importance(w, grads.get(path))
+
+        layers = compress.prune(self.model, score, self.schedule[self.rounds_done], scope=self.scope,
+                                min_density=self.min_density, source=self.importance_source)
+        self.rounds_done += 1
+        if optimizer is not None:
+            forget_pruned(self.model, optimizer)
+        bits = {} if self.quantizer is None else attach_pending_quantizers(
+            self.model, self.registry, self.quantizer, self.quantizer_where)
+        return layers, bits

@@ -1,0 +1,50 @@
+"""Choosing each compressed weight's quantizer (per-layer overrides) and attaching it."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from squeezer import compress
+from squeezer.compress.targets import strip_wrappers
+from squeezer.compress.weight import compressed_weights
+from squeezer.recipe.configs import QuantizerChoice
+from squeezer.registry import Registry
+
+
+def quantizer_chooser(model: nn.Module, registry: Registry, choice: QuantizerChoice,
+                      where: str) -> Callable[[str], tuple[str, Any] | None]:
+    """``path -> (name, config)`` honouring per-layer overrides (first match wins; '@first'/'@last')."""
+    paths = [path for path, _ in compressed_weights(model)]
+    aliases = {"@first": paths[0], "@last": paths[-1]} if paths else {}
+    base = registry.create("quantizer", choice.name, choice.options, where=where)
+
+    def choose(path: str) -> tuple[str, Any] | None:
+        plain = strip_wrappers(path)
+        for j, override in enumerate(choice.overrides):
+            alias = aliases.get(override.pattern)
+            hit = path == alias if alias else fnmatch.fnmatchcase(plain, override.pattern)
+            if hit:
+                if override.skip:
+                    return None
+                options = {**choice.options, **override.options}
+                return choice.name, registry.create(
+                    "quantizer", choice.name, options, where=f"{where}.overrides[{j}]"
+                )
+        return choice.name, base
+
+    return choose
+
+
+def attach_pending_quantizers(model: nn.Module, registry: Registry, choice: QuantizerChoice,
+                              where: str) -> dict[str, int]:
+    """Attach quantizers to the compressed weights that have none yet; returns bits per newly
+    quantized weight."""
+    if all(p.quantizer is not None for _, p in compressed_weights(model)):
+        return {}
+    choose = quantizer_chooser(model, registry, choice, where)
+    pending = {path for path, p in compressed_weights(model) if p.quantizer is None}
+    return compress.attach_quantizers(model, lambda path: choose(path) if path in pending else None)
