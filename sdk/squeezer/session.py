@@ -32,7 +32,7 @@ from squeezer import compress
 from squeezer.compress.targets import Targets
 from squeezer.compress.teacher import SelfTeacher
 from squeezer.compress.weight import compressed_weights
-from squeezer.engine import Pruner
+from squeezer.engine import Pruner, mutual_loss
 from squeezer.errors import ConfigError, PluginError
 from squeezer.recipe.configs import PruneStage, QuantizerChoice
 from squeezer.recipe.loader import checked_schedule
@@ -243,11 +243,9 @@ class Compression:
         kd_weight: float = 1.0,
     ) -> torch.Tensor:
         """Deep-mutual-learning loss of one batch: each network's cross-entropy plus ``kd_weight``
-        times the distillation loss towards the other's detached logits (as the ``mutual`` stage)."""
-        ce = nn.functional.cross_entropy
-        loss_s = ce(student_logits, targets) + kd_weight * self.distillation(student_logits, teacher_logits.detach())
-        loss_t = ce(teacher_logits, targets) + kd_weight * self.distillation(teacher_logits, student_logits.detach())
-        return loss_s + loss_t
+        times the distillation loss towards the other's detached logits (as the ``mutual`` stage,
+        :func:`squeezer.engine.mutual_loss`)."""
+        return mutual_loss(student_logits, teacher_logits, targets, self.distillation, kd_weight)[0]
 
     # --- results --------------------------------------------------------------------------
     @property

@@ -5,15 +5,17 @@ your own loop, the Lightning and Hugging Face callbacks) applies the same way.
   their optimizer groups (no weight decay once pruned, the quantizers' learning-rate scale), and
   forgetting optimizer state at pruned entries;
 - :mod:`.quantizers`: choosing each weight's quantizer (per-layer overrides) and attaching it;
-- :mod:`.pruner`: a pruning round on the schedule.
+- :mod:`.pruner`: a pruning round on the schedule;
+- :mod:`.mutual`: PQK Phase 2's optimizer groups and mutual loss.
 
 Drivers decide *when* to call these; the engine decides *what* happens. It knows no stages,
 recipes files or progress rendering.
 """
 
+from squeezer.engine.mutual import mutual_groups, mutual_loss
 from squeezer.engine.params import forget_pruned, param_groups, split_parameters
 from squeezer.engine.pruner import Pruner
 from squeezer.engine.quantizers import attach_pending_quantizers, quantizer_chooser
 
-__all__ = ["Pruner", "attach_pending_quantizers", "forget_pruned", "param_groups", "quantizer_chooser",
-           "split_parameters"]
+__all__ = ["Pruner", "attach_pending_quantizers", "forget_pruned", "mutual_groups", "mutual_loss", "param_groups",
+           "quantizer_chooser", "split_parameters"]

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from squeezer.compress.teacher import SelfTeacher
-from squeezer.engine import split_parameters
+from squeezer.engine import mutual_groups, mutual_loss
 from squeezer.pipeline.stages.base import StageRunner, distillation_loss
 from squeezer.pipeline.training import batch_to, evaluate, forward
 from squeezer.recipe.configs import MutualStage
@@ -56,14 +56,7 @@ class MutualRunner(StageRunner):
 
     def param_groups(self) -> list[dict[str, Any]]:
         assert self.teacher is not None
-        originals, quantizer, others = split_parameters(self.ctx.model)
-        # no weight decay on shared storage: decay would move entries the step did not own
-        return [
-            {"params": originals, "weight_decay": 0.0},
-            {"params": quantizer, "weight_decay": 0.0, "lr_scale": self.optim.quantizer_lr_scale},
-            {"params": others},
-            {"params": list(self.teacher.parameters())},
-        ]
+        return mutual_groups(self.ctx.model, self.teacher, self.optim.quantizer_lr_scale)
 
     def network(self) -> nn.Module:
         assert self.teacher is not None
@@ -72,16 +65,11 @@ class MutualRunner(StageRunner):
     def step(self, net: nn.Module, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
         x, y = batch_to(batch, self.ctx.device)
         s_logits, t_logits = net(x)
-        ce = nn.functional.cross_entropy
-        loss_s, loss_t = ce(s_logits, y), ce(t_logits, y)
-        if epoch >= self.cfg.warmup_epochs and self.cfg.kd_weight > 0:
-            w = self.cfg.kd_weight
-            loss_s = loss_s + w * self._kd(s_logits, t_logits.detach())
-            loss_t = loss_t + w * self._kd(t_logits, s_logits.detach())
-        return loss_s + loss_t, {"student_loss": float(loss_s.detach()), "teacher_loss": float(loss_t.detach())}
-
-    def _kd(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-        return self.loss(student, teacher)
+        kd_weight = self.cfg.kd_weight if epoch >= self.cfg.warmup_epochs else 0.0
+        loss, parts = mutual_loss(s_logits, t_logits, y, self.loss, kd_weight)
+        # the student's CE and KD apart: their sum jumps when KD starts, which is no divergence
+        shown = ("student_ce", "student_kd", "teacher_loss")
+        return loss, {k: parts[k] for k in shown if k in parts}
 
     def epoch_metrics(self) -> dict[str, float]:
         assert self.teacher is not None

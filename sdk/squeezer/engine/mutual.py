@@ -1,0 +1,46 @@
+"""PQK Phase 2: the self-teacher's optimizer groups and the mutual loss, for every driver."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from squeezer.compress.teacher import SelfTeacher
+from squeezer.engine.params import split_parameters
+
+#: ``(logits, target logits) -> scalar``, a registered distillation loss
+KD = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def mutual_groups(model: nn.Module, teacher: SelfTeacher, quantizer_lr_scale: float = 1.0) -> list[dict]:
+    """Optimizer groups for Phase 2: no weight decay on the shared storage (decay would move the
+    entries a step does not own), the quantizers' learning-rate scale, the teacher's private copies."""
+    originals, quantizer, others = split_parameters(model)
+    return [
+        {"params": originals, "weight_decay": 0.0},
+        {"params": quantizer, "weight_decay": 0.0, "lr_scale": quantizer_lr_scale},
+        {"params": others},
+        {"params": [p for p in teacher.parameters() if p.requires_grad]},
+    ]
+
+
+def mutual_loss(student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor, kd: KD,
+                kd_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """Deep mutual learning on one batch: each network's cross-entropy plus ``kd_weight`` times the
+    distillation loss towards the other's *detached* logits (``kd_weight = 0``: the warm-up).
+
+    Returns the summed loss (one backward trains both; the shared storage routes each gradient to
+    the entries its network owns) and its parts, so a jump when KD starts is not read as divergence.
+    """
+    ce = nn.functional.cross_entropy
+    ce_s, ce_t = ce(student, targets), ce(teacher, targets)
+    loss_s, loss_t = ce_s, ce_t
+    parts = {"student_ce": float(ce_s.detach()), "teacher_ce": float(ce_t.detach())}
+    if kd_weight > 0:
+        kd_s, kd_t = kd(student, teacher.detach()), kd(teacher, student.detach())
+        loss_s, loss_t = loss_s + kd_weight * kd_s, loss_t + kd_weight * kd_t
+        parts.update(student_kd=float(kd_s.detach()), teacher_kd=float(kd_t.detach()))
+    parts.update(student_loss=float(loss_s.detach()), teacher_loss=float(loss_t.detach()))
+    return loss_s + loss_t, parts
