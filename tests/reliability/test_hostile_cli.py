@@ -365,6 +365,22 @@ def test_a_second_run_into_a_busy_output_directory_is_refused(tmp_path: Path) ->
     assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "model.safetensors"]  # lock removed
 
 
+def test_a_killed_runs_surviving_worker_does_not_hold_the_lock(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    code = ("import os, sys, time\nfrom squeezer.pipeline.outdir import OutputLock\n"
+            f"lock = OutputLock({str(out)!r}).__enter__()\n"
+            "pid = os.fork()\nif pid == 0:\n    null = os.open(os.devnull, os.O_RDWR)\n"  # a DataLoader worker
+            "    os.dup2(null, 1)\n    os.dup2(null, 2)\n    time.sleep(60)\n    os._exit(0)\n"
+            "print(pid, flush=True)\nos._exit(9)\n")  # the run dies without releasing anything
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60)
+    worker = int(proc.stdout.strip())
+    try:
+        with outdir.OutputLock(out):  # the worker still runs, holding a copy of the descriptor
+            os.kill(worker, 0)
+    finally:
+        os.kill(worker, signal.SIGKILL)
+
+
 def test_the_lock_is_released_on_every_way_out(tmp_path: Path) -> None:
     out = tmp_path / "out"
     with pytest.raises(RuntimeError), outdir.OutputLock(out):

@@ -25,6 +25,22 @@ CHECKPOINT_NAME = "last.safetensors"
 ARTIFACT_NAME = "model.safetensors"
 
 
+# Descriptors of the locks this process holds. A forked child (a DataLoader worker) closes its
+# copies at once, so the lock dies with the run's process, not with its last worker.
+_HELD: set[int] = set()
+
+
+def _close_held_in_child() -> None:
+    for fd in _HELD:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _HELD.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_held_in_child)
+
+
 def _temp_pattern(name: str) -> re.Pattern[str]:
     """The names :func:`tempfile.mkstemp` gives the temporary files of ``name`` (``.NAME.XXXXXXXX.tmp``)."""
     return re.compile(rf"\.{re.escape(name)}\.[A-Za-z0-9_]{{8}}\.tmp")
@@ -82,6 +98,7 @@ class OutputLock:
         self.path = self.out_dir / LOCK_NAME
         self.enabled = enabled and fcntl is not None
         self._fd: int | None = None
+        self._pid = os.getpid()
         self._created = False
 
     def __enter__(self) -> OutputLock:
@@ -107,7 +124,8 @@ class OutputLock:
                 current = None
             opened = os.fstat(fd)
             if current is not None and (current.st_dev, current.st_ino) == (opened.st_dev, opened.st_ino):
-                self._fd = fd
+                self._fd, self._pid = fd, os.getpid()
+                _HELD.add(fd)
                 return self
             os.close(fd)
         raise ConfigError(f"{self.path}: cannot lock the output directory (the lock file keeps changing)")
@@ -133,6 +151,9 @@ class OutputLock:
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
+        if os.getpid() != self._pid:  # a forked child leaving the block: the lock is its parent's
+            return
+        _HELD.discard(fd)
         with contextlib.suppress(OSError):
             os.unlink(self.path)  # still locked: no other run holds this file
         os.close(fd)  # releases the lock
