@@ -225,3 +225,29 @@ def test_quantizer_overrides_as_in_a_recipe(registry: Registry) -> None:
     paths = [path for path, _ in compressed_weights(model)]
     expected = {path: 4 for path in paths[1:-1]} | {paths[0]: 8}
     assert comp.bits == expected and len(paths) >= 3
+
+
+def test_phase2_starts_with_fresh_optimizer_state(registry: Registry) -> None:
+    """Adam's first Phase 2 update of an unimportant weight is about the learning rate, as with
+    the pipeline's new optimizer, not ~3x it (a Phase 1 step count beside moments that
+    forget_pruned zeroed used to skip the bias correction)."""
+    model, x = models.make("mlp", batch=8)
+    comp = Compression(model, importance="l1", schedule=("one_shot", {"target": 0.5}), prune_every=2,
+                       min_density=0.0, registry=registry)
+    comp.attach()
+    lr = 0.01
+    optimizer = _loop(comp, model, x, steps=1500, lr=lr)  # Adam's second-moment correction ~1 by then
+    assert comp.done
+    teacher = comp.self_teacher(optimizer)
+    path = next(p for p, _ in compressed_weights(model))
+    stored, mask = compress.original(model, path), compress.masks(model)[path]
+    before = stored.detach().clone()
+    y = torch.arange(x.shape[0]) % 4
+    loss = comp.mutual_loss(model(x), teacher(x), y, kd_weight=0.0)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    moved = (stored.detach() - before)[~mask].abs()
+    moved = moved[moved > 0]
+    assert moved.numel() > 0
+    assert float(moved.max()) <= lr * 1.01  # Adam's first step: |update| = lr (bias-corrected)

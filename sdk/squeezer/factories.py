@@ -50,8 +50,9 @@ def resolve(path: str, where: str, trust: Trust | None = None, named_by: str = "
     if trust is not None:
         origin = getattr(obj, "__module__", None)
         if origin != module_name and not (isinstance(origin, str) and trust.allows_module(origin)):
-            raise UntrustedFactoryError(f"{named_by or where}: the factory {path!r} is defined in {origin!r}, which is not "
-                              "trusted (a trusted module's imports are not callable through it)")
+            raise UntrustedFactoryError(f"{named_by or where}: the factory {path!r} is defined in {origin!r}, "
+                                        "which is not trusted (a trusted module's imports are not callable "
+                                        "through it)")
     return obj
 
 

@@ -32,7 +32,7 @@ from squeezer import compress
 from squeezer.compress.targets import Targets
 from squeezer.compress.teacher import SelfTeacher
 from squeezer.compress.weight import compressed_weights
-from squeezer.engine import Pruner, mutual_loss
+from squeezer.engine import Pruner, fresh_state, mutual_loss
 from squeezer.errors import ConfigError, PluginError
 from squeezer.recipe.configs import PruneStage, QuantizerChoice
 from squeezer.recipe.loader import checked_schedule
@@ -219,7 +219,10 @@ class Compression:
         Masks are frozen from here on. The student owns the kept entries of every compressed
         weight (and its quantizer steps), the teacher the pruned entries; the teacher also has
         private copies of ``owns`` (``"norm"``, ``"bias"``). With ``optimizer``, those copies join
-        it as a new param group. One mutual step sums both losses into one backward; the views
+        it as a new param group, and its state for the model's parameters is forgotten (the recipe
+        runner starts Phase 2 with a new optimizer; a step count left from Phase 1 would make
+        Adam's first updates of the unimportant weights about 3x the learning rate). One mutual
+        step sums both losses into one backward; the views
         route each gradient to the entries its network owns::
 
             s, t = model(x), teacher(x)
@@ -234,8 +237,10 @@ class Compression:
         if device is not None:
             teacher.to(device)
         params = [p for p in teacher.parameters() if p.requires_grad]
-        if optimizer is not None and params:
-            optimizer.add_param_group({"params": params})
+        if optimizer is not None:
+            fresh_state(optimizer, self.model.parameters())  # Phase 2 starts afresh, as in the pipeline
+            if params:
+                optimizer.add_param_group({"params": params})
         return teacher
 
     def mutual_loss(

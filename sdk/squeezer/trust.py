@@ -12,10 +12,10 @@ named by a file is imported and called only when it matches a pattern the user t
 
 A pattern is an ``fnmatch`` glob. With a colon it matches the whole path (``mypkg.models:make``,
 ``mypkg.*:make_*``); without one it matches the module (``mypkg`` or ``mypkg.*``). ``*`` trusts
-everything, as squeezer did before 0.3. Nothing is imported before the check, attribute paths may
-not pass through ``_private`` names, and the callable found must itself be defined in a trusted
-module, so a trusted module's imports (``os``, ``subprocess``) are not reachable through it (a callable re-exported from another module is trusted only when that
-module is too).
+everything, as squeezer did before. Nothing is imported before the check, attribute paths may
+not pass through ``_private`` names, and the callable found must be defined in the named module
+or another trusted one, so a trusted module's imports (``os``, ``subprocess``) are not reachable
+through it.
 
 This module is torch-free.
 """

@@ -13,9 +13,18 @@ recipes files or progress rendering.
 """
 
 from squeezer.engine.mutual import mutual_groups, mutual_loss
-from squeezer.engine.params import forget_pruned, param_groups, split_parameters
+from squeezer.engine.params import forget_pruned, fresh_state, param_groups, split_parameters
 from squeezer.engine.pruner import Pruner
 from squeezer.engine.quantizers import attach_pending_quantizers, quantizer_chooser
 
-__all__ = ["Pruner", "attach_pending_quantizers", "forget_pruned", "mutual_groups", "mutual_loss", "param_groups",
-           "quantizer_chooser", "split_parameters"]
+__all__ = [
+    "Pruner",
+    "attach_pending_quantizers",
+    "forget_pruned",
+    "fresh_state",
+    "mutual_groups",
+    "mutual_loss",
+    "param_groups",
+    "quantizer_chooser",
+    "split_parameters",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -50,3 +51,15 @@ def forget_pruned(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
         for value in optimizer.state.get(original, {}).values():
             if isinstance(value, torch.Tensor) and value.shape == p.mask.shape:
                 value.masked_fill_(~p.mask, 0)
+
+
+def fresh_state(optimizer: torch.optim.Optimizer, params: Iterable[torch.Tensor]) -> None:
+    """Forget the optimizer's state (step counts, moments, momentum) of ``params``.
+
+    The recipe runner builds a new optimizer for every stage; a driver that keeps one optimizer
+    across Phase 2's switch calls this so its teacher's first updates match: Adam's bias correction
+    restarts with the step count, where a count left at thousands next to moments that
+    :func:`forget_pruned` zeroed would make the first updates about 3x the learning rate.
+    """
+    for p in params:
+        optimizer.state.pop(p, None)
