@@ -251,3 +251,35 @@ def test_phase2_starts_with_fresh_optimizer_state(registry: Registry) -> None:
     moved = moved[moved > 0]
     assert moved.numel() > 0
     assert float(moved.max()) <= lr * 1.01  # Adam's first step: |update| = lr (bias-corrected)
+
+
+def test_pruned_weights_get_no_weight_decay_in_phase1(registry: Registry) -> None:
+    """With decay in the user's optimizer, the unimportant (pruned) entries of the stored weights
+    kept shrinking after a round in a user's loop (the pipeline turned decay off for them); now the
+    stored weights move to a group without decay at the first round, other settings kept."""
+    model, x = models.make("mlp", batch=8)
+    comp = Compression(model, importance="l1", schedule=("one_shot", {"target": 0.5}), prune_every=1,
+                       min_density=0.0, registry=registry)
+    comp.attach()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.5)
+    y = torch.arange(x.shape[0]) % 4
+
+    def train(steps: int) -> None:
+        for _ in range(steps):
+            loss = nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            comp.step(optimizer)
+
+    train(1)
+    assert comp.done
+    path = next(p for p, _ in compressed_weights(model))
+    stored, mask = compress.original(model, path), compress.masks(model)[path]
+    unimportant = stored.detach()[~mask].clone()
+    train(20)
+    assert torch.equal(stored.detach()[~mask], unimportant)  # no step and no decay touches them
+    groups = [g for g in optimizer.param_groups if any(p is stored for p in g["params"])]
+    assert len(groups) == 1 and groups[0]["weight_decay"] == 0.0 and groups[0]["lr"] == 0.01
+    others = [g for g in optimizer.param_groups if g["params"] and not any(p is stored for p in g["params"])]
+    assert all(g["weight_decay"] == 0.5 for g in others if not g.get("squeezer_no_decay"))

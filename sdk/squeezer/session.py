@@ -32,7 +32,7 @@ from squeezer import compress
 from squeezer.compress.targets import Targets
 from squeezer.compress.teacher import SelfTeacher
 from squeezer.compress.weight import compressed_weights
-from squeezer.engine import Pruner, fresh_state, mutual_loss
+from squeezer.engine import Pruner, fresh_state, mutual_loss, no_decay_on_originals
 from squeezer.errors import ConfigError, PluginError
 from squeezer.recipe.configs import PruneStage, QuantizerChoice
 from squeezer.recipe.loader import checked_schedule
@@ -193,8 +193,10 @@ class Compression:
         before = {id(p) for p in self.model.parameters()}
         layers, _ = self.pruner.round(optimizer, gradients)
         new = [p for p in self.model.parameters() if id(p) not in before and p.requires_grad]
-        if optimizer is not None and new:  # quantizer parameters: no weight decay, as in the pipeline
-            optimizer.add_param_group({"params": new, "weight_decay": 0.0})
+        if optimizer is not None:
+            if new:  # quantizer parameters: no weight decay, as in the pipeline
+                optimizer.add_param_group({"params": new, "weight_decay": 0.0})
+            no_decay_on_originals(self.model, optimizer)  # pruned entries hold the unimportant weights
         return layers
 
     def _current_gradients(self) -> dict[str, torch.Tensor]:

@@ -13,17 +13,26 @@ recipes files or progress rendering.
 """
 
 from squeezer.engine.mutual import mutual_groups, mutual_loss
-from squeezer.engine.params import forget_pruned, fresh_state, param_groups, split_parameters
+from squeezer.engine.params import (
+    NO_DECAY,
+    forget_pruned,
+    fresh_state,
+    no_decay_on_originals,
+    param_groups,
+    split_parameters,
+)
 from squeezer.engine.pruner import Pruner
 from squeezer.engine.quantizers import attach_pending_quantizers, quantizer_chooser
 
 __all__ = [
+    "NO_DECAY",
     "Pruner",
     "attach_pending_quantizers",
     "forget_pruned",
     "fresh_state",
     "mutual_groups",
     "mutual_loss",
+    "no_decay_on_originals",
     "param_groups",
     "quantizer_chooser",
     "split_parameters",

@@ -63,3 +63,28 @@ def fresh_state(optimizer: torch.optim.Optimizer, params: Iterable[torch.Tensor]
     """
     for p in params:
         optimizer.state.pop(p, None)
+
+
+#: marks the param groups :func:`no_decay_on_originals` created (drivers that replay groups on resume)
+NO_DECAY = "squeezer_no_decay"
+
+
+def no_decay_on_originals(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Move the compressed weights' stored tensors out of param groups with weight decay into
+    groups without it (other hyperparameters kept; the new groups carry :data:`NO_DECAY`).
+
+    Once a weight is pruned its stored tensor also holds the pruned-away entries (PQK's
+    unimportant weights, the teacher's in Phase 2), which no step updates and decay would shrink:
+    the recipe runner gives them no decay after the first round, and every driver does the same
+    through this function. Idempotent.
+    """
+    originals = {id(compress.original(model, path)) for path, _ in compressed_weights(model)}
+    for group in list(optimizer.param_groups):
+        if not group.get("weight_decay", 0.0):
+            continue
+        moved = [p for p in group["params"] if id(p) in originals]
+        if not moved:
+            continue
+        group["params"] = [p for p in group["params"] if id(p) not in originals]
+        settings = {k: v for k, v in group.items() if k != "params"}
+        optimizer.add_param_group({"params": moved, **settings, "weight_decay": 0.0, NO_DECAY: True})

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from squeezer.compress.teacher import SelfTeacher
-from squeezer.compress.weight import compressed_weights
+from squeezer.engine import NO_DECAY, no_decay_on_originals
 from squeezer.errors import ConfigError
 from squeezer.recipe.configs import MutualStage, PruneStage, Recipe, TrainStage
 from squeezer.registry import Registry
@@ -66,31 +66,6 @@ def cover_new_groups(optimizer: torch.optim.Optimizer, schedulers: Iterable[Any]
                 continue
             for group in groups[known:]:
                 values.append(group["initial_lr"] if attr == "base_lrs" else values[0])
-
-
-def no_decay_on_originals(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """Move the compressed weights' stored tensors into param groups without weight decay.
-
-    In Phase 2 the student and the teacher share that storage; decay would move entries a step
-    does not own (as the ``mutual`` stage does). Other hyperparameters are kept.
-    """
-    originals = {id(compress_original) for compress_original in _originals(model)}
-    for group in list(optimizer.param_groups):
-        if not group.get("weight_decay", 0.0):
-            continue
-        moved = [p for p in group["params"] if id(p) in originals]
-        if not moved:
-            continue
-        group["params"] = [p for p in group["params"] if id(p) not in originals]
-        new = {k: v for k, v in group.items() if k != "params"}
-        new["weight_decay"] = 0.0
-        optimizer.add_param_group({"params": moved, **new})
-
-
-def _originals(model: nn.Module) -> list[torch.Tensor]:
-    from squeezer import compress
-
-    return [compress.original(model, path) for path, _ in compressed_weights(model)]
 
 
 def _world_size() -> int:
@@ -336,6 +311,10 @@ class Driver:
             return
         names = {id(p): name for name, p in self.compression.model.named_parameters()}
         for group in added:
+            if group.get(NO_DECAY):  # the engine moved the stored weights out of decay: replayed as a move
+                if not self.history or self.history[-1] != {"kind": "no_decay"}:
+                    self.history.append({"kind": "no_decay"})
+                continue
             self.history.append({"kind": "params", "params": [names.get(id(p), "?") for p in group["params"]]})
 
     def start_mutual(self, settings: MutualSettings, optimizer: Any, schedulers: Iterable[Any] = ()) -> SelfTeacher:

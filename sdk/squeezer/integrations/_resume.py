@@ -33,6 +33,7 @@ from torch import nn
 
 from squeezer import compress
 from squeezer.compress.weight import CompressedWeight, compressed_weights
+from squeezer.engine import no_decay_on_originals
 from squeezer.errors import ConfigError
 from squeezer.integrations._driver import MutualPhase, Timeline, cover_new_groups, unwrap_optimizer
 
@@ -277,6 +278,10 @@ class Resumable(MutualPhase):
                 if missing:
                     raise self._fail(f"the checkpoint's optimizer holds {missing[0]!r}, which the model lacks")
                 opt.add_param_group({"params": [params[n] for n in entry["params"]]})
+                driver._record(opt, known, "params")
+                cover_new_groups(opt, schedulers, known)
+            elif entry["kind"] == "no_decay":
+                no_decay_on_originals(driver.compression.model, opt)
                 driver._record(opt, known, "params")
                 cover_new_groups(opt, schedulers, known)
             elif entry["kind"] == "mutual" and self._plan.mutual is not None:
