@@ -47,9 +47,10 @@ def squeezer_register_schedulers(registry: Registry) -> None:
     ``cls`` is an attrs class implementing :class:`squeezer.strategies.Scheduler`: its
     ``sparsities()`` returns the target sparsity of each pruning round.
 
-    The core checks the schedule: every value in [0, 1], non-decreasing, and the last value equal
-    to the scheduler's ``target``. Schedules never revive a pruned weight: the core keeps earlier
-    masks whatever a schedule says.
+    The core checks the schedule with :func:`squeezer.contracts.schedule` (the conformance kit
+    applies the same function): at most 10,000 rounds, every value a finite number in [0, 1],
+    non-decreasing, and the last value equal to the scheduler's ``target``. Schedules never revive
+    a pruned weight: the core keeps earlier masks whatever a schedule says.
 
     Called once per plugin when the registry is built; all implementations are called.
     Since 0.1.
@@ -65,7 +66,10 @@ def squeezer_register_quantizers(registry: Registry) -> None:
     shape (and exposes ``bits`` and ``quantize(w) -> (codes, scale)`` for export).
 
     The core checks the built module: output shape and dtype equal to the input's, and zero maps
-    to exactly zero (so pruned weights stay pruned after quantization).
+    to exactly zero (so pruned weights stay pruned after quantization); at export,
+    :func:`squeezer.contracts.quantizer_codes` (also the conformance kit's check): integer codes
+    of the weight's shape, a floating scale broadcasting to it, and ``codes * scale`` (cast to the
+    weight's dtype) equal bit for bit to the module's output.
 
     Called once per plugin when the registry is built; all implementations are called.
     Since 0.1.

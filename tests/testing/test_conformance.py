@@ -224,10 +224,10 @@ class Overshoots:
 @pytest.mark.parametrize(
     ("strategy", "message"),
     [
-        (Decreasing, "sparsity decreases"),
-        (MissesTarget, "is not the target"),
-        (Overshoots, "outside \\[0, 1\\]|sparsity decreases"),
-        (Decreasing(target=0.4), "sparsity decreases"),
+        (Decreasing, "schedule decreases sparsity"),
+        (MissesTarget, "not at its target"),
+        (Overshoots, "must lie in \\[0, 1\\]|schedule decreases sparsity"),
+        (Decreasing(target=0.4), "schedule decreases sparsity"),
     ],
 )
 def test_broken_schedulers_rejected(strategy: object, message: str) -> None:
@@ -281,7 +281,7 @@ class LyingCodes:
         (Offset, "do not map to exactly zero|does not map to zero"),
         (Widening, "changed shape/dtype"),
         (NoSTE, "no gradient reaches the weight"),
-        (LyingCodes, "codes \\* scale != forward"),
+        (LyingCodes, r"codes \* scale from quantize\(\) differ"),
         (Uniform(bits=0), "bits must be an int >= 1"),
     ],
 )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import itertools
 import math
 import os
 import re
@@ -16,6 +15,7 @@ from typing import Any
 
 import attrs
 
+from squeezer import contracts
 from squeezer.errors import ConfigError
 from squeezer.recipe.configs import (
     STAGE_TYPES,
@@ -35,8 +35,6 @@ _FIELD_MESSAGE = re.compile(r"^'(\w+)' (.*)$", re.S)
 
 #: A recipe file larger than this is refused unread (the bundled ones are about 2 KB).
 MAX_RECIPE_BYTES = 1 << 20
-#: The most pruning rounds the core accepts from any scheduler.
-MAX_ROUNDS = 10_000
 #: The largest seed: torch seeds are 64-bit and the per-epoch seeds are derived modulo 2**63.
 MAX_SEED = 2**63 - 1
 
@@ -303,30 +301,20 @@ def check_strategies(recipe: Recipe, registry: Registry) -> None:
 
 
 def _check_schedule(scheduler: Any, where: str) -> list[float]:
-    """The core's check of a scheduler's output: in [0, 1], non-decreasing, ending at its target."""
+    """The scheduler's contract (:func:`squeezer.contracts.schedule`), checked in the core."""
     from squeezer.errors import PluginError
     from squeezer.registry import PluginBoundary
 
     with PluginBoundary() as boundary:
         try:
-            values = [float(v) for v in itertools.islice(scheduler.sparsities(), MAX_ROUNDS + 1)]
-            target = float(scheduler.target)
+            return contracts.schedule(scheduler.sparsities(), scheduler.target)
+        except contracts.ContractViolation as exc:
+            raise PluginError(f"{where}: {exc}") from None
         except BaseException as exc:  # a bug in the plugin (sys.exit included), or a value that is not a number
             error = boundary.failure(exc, f"{where}: sparsities() failed")
             if error is None:
                 raise
             raise error from exc
-    if not values:
-        raise PluginError(f"{where}: schedule is empty")
-    if len(values) > MAX_ROUNDS:
-        raise PluginError(f"{where}: schedule has more than {MAX_ROUNDS:,} rounds")
-    if any(not 0.0 <= v <= 1.0 for v in values):
-        raise PluginError(f"{where}: schedule values must lie in [0, 1], got {_short(values, 200)}")
-    if any(b < a for a, b in itertools.pairwise(values)):
-        raise PluginError(f"{where}: schedule decreases sparsity ({_short(values, 200)}); pruned weights cannot revive")
-    if abs(values[-1] - target) > 1e-9:
-        raise PluginError(f"{where}: schedule ends at {values[-1]}, not at its target {target}")
-    return values
 
 
 def checked_schedule(scheduler: Any, where: str) -> list[float]:

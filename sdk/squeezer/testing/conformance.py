@@ -19,9 +19,8 @@ a class), and ``check_registry(registry)`` checks every strategy a registry hold
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import torch
@@ -29,6 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from squeezer import contracts
 from squeezer.errors import SqueezerError
 
 __all__ = [
@@ -112,6 +112,17 @@ def _instance(strategy: Any, options: Mapping[str, Any] | None, label: str) -> A
             f"{label}: cannot be built with options {dict(options or {})}: {exc} "
             "(pass options=... with valid values)"
         ) from None
+
+
+_T = TypeVar("_T")
+
+
+def _contract(label: str, where: str, check: Callable[[], _T]) -> _T:
+    """Run one of :mod:`squeezer.contracts` (the checks the core applies in a run) as a kit failure."""
+    try:
+        return check()
+    except contracts.ContractViolation as exc:
+        raise AssertionError(f"{label}: {where}: {exc}") from None
 
 
 def _require(cond: bool, label: str, message: str) -> None:
@@ -228,24 +239,9 @@ def check_importance(
 
 
 def _check_schedule(sched: Any, label: str) -> None:
-    target = getattr(sched, "target", None)
     where = f"{sched!r}"
-    _require(isinstance(target, int | float) and 0.0 <= target <= 1.0, label, f"{where}: target must be in [0, 1]")
-    values = sched.sparsities()
-    _require(isinstance(values, Sequence) and len(values) > 0, label, f"{where}: sparsities() must be a non-empty list")
-    for i, v in enumerate(values):
-        _require(
-            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v),
-            label, f"{where}: round {i} sparsity {v!r} is not a finite number",
-        )
-        _require(0.0 <= v <= 1.0, label, f"{where}: round {i} sparsity {v} is outside [0, 1]")
-    for i in range(1, len(values)):
-        _require(
-            values[i] >= values[i - 1], label,
-            f"{where}: sparsity decreases from {values[i - 1]} to {values[i]} at round {i}",
-        )
-    _require(values[-1] == target, label, f"{where}: the last sparsity {values[-1]} is not the target {target}")
-    _require(list(sched.sparsities()) == list(values), label, f"{where}: two calls of sparsities() differ")
+    values = _contract(label, where, lambda: contracts.schedule(sched.sparsities(), getattr(sched, "target", None)))
+    _require(list(sched.sparsities()) == values, label, f"{where}: two calls of sparsities() differ")
     weight = torch.randn(37, generator=torch.Generator().manual_seed(0))
     _run_prune(weight, lambda x: x.abs().float(), values, f"{label} {where}")
 
@@ -345,19 +341,12 @@ def check_quantizer(
         _require(torch.equal(out, again), label, f"{where}: two forwards of the same input differ")
         _require(bool((zero_out == 0).all()), label, f"{where}: an all-zero input does not map to zero")
         _require(bool((out[w == 0] == 0).all()), label, f"{where}: zero entries do not map to exactly zero")
-        with torch.no_grad():
-            codes, scale = fq.quantize(w)
-        _require(codes.shape == w.shape, label, f"{where}: codes shape {tuple(codes.shape)} != weight shape")
-        if codes.is_floating_point():
-            _require(torch.equal(codes, codes.round()), label, f"{where}: codes are not integers")
+        with torch.no_grad():  # the contract the core applies at export: codes * scale == forward, bitwise
+            everywhere = torch.ones_like(w, dtype=torch.bool)
+            codes, _ = _contract(label, where, lambda: contracts.quantizer_codes(fq, w, everywhere))
         limit = 2**fq_bits
         _require(bool((codes.abs() <= limit).all()), label, f"{where}: codes exceed the {fq_bits}-bit range")
         _require(codes.unique().numel() <= limit, label, f"{where}: more than 2**{fq_bits} distinct codes")
-        recon = (codes.to(torch.float32) * scale.to(torch.float32)).to(out.dtype)
-        try:
-            torch.testing.assert_close(recon, out)
-        except AssertionError as exc:
-            raise AssertionError(f"{label}: {where}: codes * scale != forward output: {exc}") from None
         # gradients: straight through to the weight, finite everywhere
         wg = w.detach().clone().requires_grad_(True)
         upstream = torch.randn(w.shape, generator=torch.Generator().manual_seed(prune_seed)).to(w.dtype)
