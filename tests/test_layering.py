@@ -25,7 +25,8 @@ import pytest
 
 SDK = Path(__file__).resolve().parent.parent / "sdk"
 RANK = {
-    "errors": 0, "contracts": 0, "trust": 0, "registry": 0, "hookspecs": 0, "safefile": 0, "strategies": 0, "examples": 0,
+    "errors": 0, "contracts": 0, "trust": 0, "registry": 0, "hookspecs": 0, "safefile": 0, "strategies": 0,
+    "examples": 0,
     "compress": 1, "plugin_manager": 1,
     "recipe": 2,
     "factories": 3, "artifact": 3, "engine": 3,

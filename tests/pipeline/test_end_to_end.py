@@ -11,8 +11,8 @@ import torch
 import squeezer
 from squeezer import compress
 from squeezer.examples.digits import make_model
-from squeezer.pipeline import DEFAULT_RECIPE, run
 from squeezer.factories import call_factory
+from squeezer.pipeline import DEFAULT_RECIPE, run
 from squeezer.pipeline.training import evaluate
 from squeezer.recipe import PruneStage, Recipe, load_recipe
 
