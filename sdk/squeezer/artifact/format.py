@@ -32,6 +32,8 @@ from typing import Any
 
 import torch
 
+from squeezer.safefile import SafetensorsFile
+
 FORMAT_NAME = "squeezer-artifact"
 FORMAT_VERSION = 1
 METADATA_KEY = "squeezer"
@@ -60,6 +62,8 @@ LAYER_FIELDS = frozenset(
 STATE_FIELDS = frozenset({"name", "shape", "dtype"})
 CHECKSUM_FIELDS = frozenset({"algorithm", "digest"})
 ENCODINGS = ("quantized", "float")
+MAX_DIMS = 64
+MAX_NUMEL = 1 << 48  # far beyond any real layer; keeps the mask decoder's int64 arithmetic exact
 FLOAT_DTYPES = ("float32", "float16")
 
 # Tensor dtypes an artifact may name (a whitelist: names are never looked up on torch blindly).
@@ -110,17 +114,36 @@ def _tensor_bytes(t: torch.Tensor) -> memoryview:
     return memoryview(array)
 
 
-def checksum(meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> str:
-    """SHA-256 (hex) of the metadata (without ``checksum``) and all tensors in canonical order."""
+def _hasher(meta: Mapping[str, Any]) -> Any:
     h = hashlib.sha256()
     body = {k: v for k, v in meta.items() if k != "checksum"}
     h.update(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+    return h
+
+
+def _tensor_header(name: str, dtype: str, shape: list[int]) -> bytes:
+    return f"\0{name}\0{dtype}\0{shape}\0".encode()
+
+
+def checksum(meta: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 (hex) of the metadata (without ``checksum``) and all tensors in canonical order."""
+    h = _hasher(meta)
     for name in sorted(tensors):
         t = tensors[name]
-        header = f"\0{name}\0{dtype_name(t.dtype)}\0{list(t.shape)}\0"
-        h.update(header.encode())
+        h.update(_tensor_header(name, dtype_name(t.dtype), list(t.shape)))
         h.update(_tensor_bytes(t))
-    return h.hexdigest()
+    return str(h.hexdigest())
+
+
+def file_checksum(meta: Mapping[str, Any], st: SafetensorsFile) -> str:
+    """:func:`checksum` of the tensors of an open file, streamed from it (memory: one chunk)."""
+    h = _hasher(meta)
+    for name in sorted(st.tensors):
+        entry = st.tensors[name]
+        h.update(_tensor_header(name, entry.dtype, list(entry.shape)))
+        for block in st.chunks(entry):
+            h.update(block)
+    return str(h.hexdigest())
 
 
 # --- schema validation (raises ValueError with the field at fault; the reader adds the file) ---
@@ -143,8 +166,8 @@ def _fields(obj: Any, expected: frozenset[str], where: str) -> Mapping[str, Any]
 
 
 def _shape(v: Any, where: str) -> list[int]:
-    if not isinstance(v, list) or not all(_is_int(d) and d >= 0 for d in v):
-        raise ValueError(f"{where} must be a list of non-negative integers")
+    if not isinstance(v, list) or len(v) > MAX_DIMS or not all(_is_int(d) and d >= 0 for d in v):
+        raise ValueError(f"{where} must be a list of at most {MAX_DIMS} non-negative integers")
     return v
 
 
@@ -208,6 +231,8 @@ def _validate_layer(layer: Mapping[str, Any], where: str) -> None:
     numel, nnz = layer["numel"], layer["nnz"]
     if not _is_int(numel) or numel != _prod(shape):
         raise ValueError(f"{where}.numel does not match its shape")
+    if numel > MAX_NUMEL:
+        raise ValueError(f"{where} claims {numel:,} weights, more than the {MAX_NUMEL:,} a layer may have")
     if not _is_int(nnz) or not 0 <= nnz <= numel:
         raise ValueError(f"{where}.nnz must be an integer in [0, numel]")
     if layer["encoding"] not in ENCODINGS:
@@ -238,3 +263,68 @@ def _prod(shape: list[int]) -> int:
     for d in shape:
         n *= d
     return n
+
+
+# --- the tensors against the metadata (before any tensor byte is read or anything is decoded) ---
+
+FLOATING = ("float64", "float32", "float16", "bfloat16")
+
+
+def check_tensors(doc: Mapping[str, Any], tensors: Mapping[str, tuple[str, tuple[int, ...]]]) -> None:
+    """Check that the tensors (``{name: (dtype name, shape)}``, as the file's header says) are the
+    ones a validated metadata document ``doc`` describes, with consistent sizes: masks and codes
+    1-d ``uint8`` (a bitmap of ``ceil(numel / 8)`` bytes, codes of ``packed_size(nnz, bits)``),
+    values ``(nnz,)`` in ``float_dtype``, scales floating and broadcastable to the layer's shape,
+    state entries of the recorded shape in their stored dtype. ``ValueError`` names the tensor."""
+    expected = expected_keys(doc)
+    if set(tensors) != expected:
+        extra, missing = sorted(set(tensors) - expected), sorted(expected - set(tensors))
+        raise ValueError(f"tensors do not match the metadata (unexpected {extra}, missing {missing})")
+    float_dtype = doc["float_dtype"]
+    for layer in doc["layers"]:
+        p, numel, nnz, shape = layer["path"], layer["numel"], layer["nnz"], tuple(layer["shape"])
+        where = f"layer {p}"
+        part_of = {part: tensors[layer_key(p, part)] for part in ("mask", "codes", "scale", "values")
+                   if layer_key(p, part) in tensors}
+        for part in ("mask", "codes") if layer["encoding"] == "quantized" else ("mask",):
+            dtype, tshape = part_of[part]
+            if dtype != "uint8" or len(tshape) != 1:
+                raise ValueError(f"{where}: {layer_key(p, part)} must be a 1-d uint8 tensor, "
+                                 f"got {dtype} {list(tshape)}")
+        mask_bytes = part_of["mask"][1][0]
+        if layer["mask_coding"] == "bitmap" and mask_bytes != (numel + 7) // 8:
+            raise ValueError(f"{where}: a bitmap mask of {numel:,} positions has {(numel + 7) // 8:,} bytes, "
+                             f"not {mask_bytes:,}")
+        if layer["encoding"] == "float":
+            dtype, tshape = part_of["values"]
+            if dtype != float_dtype or tshape != (nnz,):
+                raise ValueError(f"{where}: values must be {float_dtype} of shape ({nnz},), got {dtype} {list(tshape)}")
+            continue
+        codes_bytes, need = part_of["codes"][1][0], (nnz * layer["bits"] + 7) // 8
+        if codes_bytes != need:
+            raise ValueError(f"{where}: codes hold {codes_bytes:,} bytes, {need:,} expected")
+        dtype, tshape = part_of["scale"]
+        if dtype not in FLOATING:
+            raise ValueError(f"{where}: scale must be a floating tensor, got {dtype}")
+        if not _broadcasts(tshape, shape):
+            raise ValueError(f"{where}: scale of shape {tshape} does not fit {shape}")
+    for entry in doc["state"]:
+        stored = float_dtype if DTYPES[entry["dtype"]].is_floating_point else entry["dtype"]
+        dtype, tshape = tensors[state_key(entry["name"])]
+        if dtype != stored or list(tshape) != entry["shape"]:
+            raise ValueError(f"state {entry['name']} must be {stored} of shape {entry['shape']}, "
+                             f"got {dtype} {list(tshape)}")
+
+
+def _broadcasts(small: tuple[int, ...], shape: tuple[int, ...]) -> bool:
+    """Whether broadcasting ``small`` against ``shape`` gives ``shape``."""
+    if len(small) > len(shape):
+        return False
+    return all(s in (1, d) for s, d in zip(reversed(small), reversed(shape), strict=False))
+
+
+def decoded_bytes(doc: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """``(name, bytes)`` of every entry of the state dict that decoding ``doc`` produces."""
+    out = [(layer["path"], layer["numel"] * DTYPES[layer["dtype"]].itemsize) for layer in doc["layers"]]
+    out += [(s["name"], _prod(s["shape"]) * DTYPES[s["dtype"]].itemsize) for s in doc["state"]]
+    return out

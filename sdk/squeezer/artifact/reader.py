@@ -25,9 +25,9 @@ from typing import Any
 import attrs
 import numpy as np
 import torch
-from safetensors import safe_open
 from torch import nn
 
+from squeezer import safefile
 from squeezer.artifact import format as fmt
 from squeezer.artifact.bitpack import packed_size, unpack_bits
 from squeezer.artifact.maskcode import MaskCode, MaskCodeError, decode_mask
@@ -52,29 +52,27 @@ class Artifact:
 
 
 def read(path: StrPath) -> Artifact:
-    """Open ``path``, check format, version, schema and checksum; return the coded content."""
+    """Open ``path``, check format, version, schema and checksum; return the coded content.
+
+    Before a tensor byte is read: the file must be a regular file (a FIFO or device is refused
+    at once), its safetensors header consistent with its size and free of unsupported dtypes
+    (:func:`squeezer.safefile.open_safetensors`), its metadata valid and the tensors the header
+    lists exactly the ones the metadata describes, of consistent sizes (:func:`.format.check_tensors`).
+    The checksum is then computed streaming from the file; only a verified file's tensors are read.
+    """
     target = os.fspath(path)
-    if not os.path.isfile(target):
+    if not os.path.lexists(target):
         raise ArtifactError(f"{target}: no such artifact file")
-    try:
-        with safe_open(target, framework="pt") as f:
-            raw = f.metadata()
-            doc = _metadata(target, raw)
-            tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 (not a dict)
-    except ArtifactError:
-        raise
-    except Exception as e:  # safetensors reports bad headers and truncation as SafetensorError
-        raise ArtifactError(f"{target}: not a readable safetensors artifact ({e})") from e
-    expected = fmt.expected_keys(doc)
-    if set(tensors) != expected:
-        extra, missing = sorted(set(tensors) - expected), sorted(expected - set(tensors))
-        raise ArtifactError(
-            f"{target}: tensors do not match the metadata (unexpected {extra}, missing {missing})"
-        )
-    digest = fmt.checksum(doc, tensors)
-    if not hmac.compare_digest(digest, doc["checksum"]["digest"]):
-        raise ArtifactError(f"{target}: checksum mismatch: the file is corrupt or was modified")
-    return Artifact(target, doc, tensors, os.path.getsize(target))
+    with safefile.open_safetensors(target, "artifact") as st:
+        doc = _metadata(target, st.metadata)
+        try:
+            fmt.check_tensors(doc, {name: (e.dtype, e.shape) for name, e in st.tensors.items()})
+        except ValueError as e:
+            raise ArtifactError(f"{target}: {e}") from None
+        if not hmac.compare_digest(fmt.file_checksum(doc, st), doc["checksum"]["digest"]):
+            raise ArtifactError(f"{target}: checksum mismatch: the file is corrupt or was modified")
+        tensors = {name: st.tensor(entry) for name, entry in st.tensors.items()}
+        return Artifact(target, doc, tensors, st.size)
 
 
 def _metadata(target: str, raw: Mapping[str, str] | None) -> dict[str, Any]:
@@ -147,9 +145,43 @@ def decode_state(art: Artifact, entry: Mapping[str, Any]) -> torch.Tensor:
     return t.to(dtype)
 
 
+# Without a model to compare shapes with, what a file may decode to is bounded. A mask coded at
+# 99.9% sparsity plus 1-4 bit codes costs ~12-16 bits per kept weight, i.e. ~1000 FP32 weights
+# (32,000 bits) in 10-30 bits: legitimate artifacts compress at most ~3000x against FP32. So: a
+# fixed allowance that lets any small model (64 Mi FP32 values) load whatever its compression
+# (even fully pruned layers), plus 10,000x the file size, 3x beyond the best real compression.
+# A 10 KB file claiming 2**31 weights (8 GiB) is refused; with a model (load(path, model)),
+# check_fits compares every shape with the model's instead, and no bound is needed.
+DECODE_ALLOWANCE = 256 << 20
+DECODE_PER_FILE_BYTE = 10_000
+
+
+def decode_limit(file_bytes: int) -> int:
+    """The most bytes an artifact of ``file_bytes`` may decode to without a model."""
+    return DECODE_ALLOWANCE + DECODE_PER_FILE_BYTE * file_bytes
+
+
+def check_decoded_size(art: Artifact) -> None:
+    """Raise unless decoding ``art`` stays within :func:`decode_limit` of its file size; reads only
+    the metadata, so nothing the file claims is allocated."""
+    limit, total = decode_limit(art.file_bytes), 0
+    for name, nbytes in fmt.decoded_bytes(art.meta):
+        total += nbytes
+        if total > limit:
+            raise ArtifactError(
+                f"{art.path}: {name} would decode to {nbytes:,} bytes, which brings this {art.file_bytes:,}-byte "
+                f"artifact past the {limit:,} bytes it may decode to without a model; pass the model "
+                "(squeezer.load(path, model)) so the shapes are checked against it"
+            )
+
+
 def load_state_dict(path: StrPath) -> dict[str, torch.Tensor]:
-    """The student's plain state dict (dequantized weights under their parameter paths)."""
+    """The student's plain state dict (dequantized weights under their parameter paths).
+
+    Without a model the decoded size is bounded by the file's (see :func:`decode_limit`).
+    """
     art = read(path)
+    check_decoded_size(art)
     return _state_dict(art)
 
 
