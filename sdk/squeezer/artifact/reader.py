@@ -5,21 +5,17 @@ safetensors (a JSON header and raw tensor bytes) and everything in it is checked
 version, schema, checksum, tensor sizes) before use. Any problem is an
 :class:`~squeezer.errors.ArtifactError` naming the file.
 
-The one exception to "nothing is executed" is opt-in by the *writer*: when :func:`load` gets no
-model and the artifact's ``info`` names a ``"model_factory"`` (``"pkg.module:function"``), that
-module is imported and the function called to build the model. This runs the user's own
-installed code (as ``import`` would), never code or data unpickled from the file; still, only
-load files you trust without passing ``model``, since a tampered file could name another
-function (the checksum detects corruption, it is not a signature).
+A file may *name* a model factory (``info["model_factory"]``) for :func:`load` to build the model
+with; it is imported and called only if the user trusts it (:mod:`squeezer.trust`), since the
+checksum proves integrity, not origin: anyone can edit the record and recompute it.
 """
 
 from __future__ import annotations
 
 import hmac
-import importlib
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -33,6 +29,9 @@ from squeezer.artifact.bitpack import packed_size, unpack_bits
 from squeezer.artifact.maskcode import MaskCode, MaskCodeError, decode_mask
 from squeezer.compress.weight import compressed_weights
 from squeezer.errors import ArtifactError
+from squeezer.factories import build_module
+from squeezer.recipe.configs import Factory
+from squeezer.trust import Trust, merged
 
 StrPath = str | os.PathLike[str]
 
@@ -191,67 +190,65 @@ def _state_dict(art: Artifact) -> dict[str, torch.Tensor]:
     return out
 
 
-def load(path: StrPath, model: nn.Module | None = None) -> nn.Module:
+def load(path: StrPath, model: nn.Module | None = None, *, trust: Trust | Iterable[str] | None = None) -> nn.Module:
     """Load an artifact into ``model`` (a fresh, uncompressed instance of the architecture).
 
     The compressed weights become plain weights holding the student ``Q(W ⊙ M)`` (codes times
     scale at the kept positions, zeros elsewhere); the rest of the state is loaded as stored.
-    Returns the model in eval mode. Without ``model``, the artifact's ``info["model_factory"]``
-    (``"pkg.module:function"``) is imported and called to build one: see the module docstring.
+    Returns the model in eval mode. Without ``model``, the factory the artifact's
+    ``info["model_factory"]`` names is called to build one, but only if it is trusted: squeezer's
+    bundled examples, ``SQUEEZER_TRUST_FACTORIES`` or the patterns in ``trust`` (see
+    :mod:`squeezer.trust`); the model is checked against the file before it is allocated.
     """
     art = read(path)
-    if model is None:
-        model = _from_factory(art)
+    return load_into(art, _from_factory(art, merged(trust)) if model is None else model)
+
+
+def load_into(art: Artifact, model: nn.Module) -> nn.Module:
+    """Load a read artifact into ``model`` (see :func:`load`)."""
     if any(True for _ in compressed_weights(model)):
         raise ArtifactError(
             f"{art.path}: load into a freshly constructed, uncompressed model "
             "(this one has compressed weights)"
         )
-    state = _state_dict(art)
-    own = model.state_dict()
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise ArtifactError(
-            f"{art.path}: artifact does not fit the model "
-            f"(missing in artifact: {missing}, not in model: {unexpected})"
-        )
-    for name, t in state.items():
-        if own[name].shape != t.shape:
-            raise ArtifactError(
-                f"{art.path}: {name} has shape {tuple(t.shape)} in the artifact, "
-                f"{tuple(own[name].shape)} in the model"
-            )
+    check_fits(art, model)
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(_state_dict(art), strict=True)
     except RuntimeError as e:
         raise ArtifactError(f"{art.path}: cannot load into the model ({e})") from e
     return model.eval()
 
 
-def _from_factory(art: Artifact) -> nn.Module:
+def check_fits(art: Artifact, model: nn.Module) -> None:
+    """Raise unless the artifact claims exactly ``model``'s state (names and shapes); reads only
+    the metadata, so a file claiming huge layers is refused before anything is allocated."""
+    claimed = {layer["path"]: tuple(layer["shape"]) for layer in art.meta["layers"]}
+    claimed.update({entry["name"]: tuple(entry["shape"]) for entry in art.meta["state"]})
+    own = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    missing, unexpected = sorted(set(own) - set(claimed)), sorted(set(claimed) - set(own))
+    if missing or unexpected:
+        raise ArtifactError(
+            f"{art.path}: artifact does not fit the model "
+            f"(missing in artifact: {missing}, not in model: {unexpected})"
+        )
+    for name, shape in claimed.items():
+        if own[name] != shape:
+            raise ArtifactError(f"{art.path}: {name} has shape {shape} in the artifact, {own[name]} in the model")
+
+
+def _from_factory(art: Artifact, trust: Trust) -> nn.Module:
     factory = art.meta["info"].get("model_factory")
     if factory is None:
         raise ArtifactError(
             f"{art.path}: a model is needed: pass load(path, model=...) or export with "
             "info={'model_factory': 'pkg.module:function'}"
         )
-    if not isinstance(factory, str) or factory.count(":") != 1:
-        raise ArtifactError(f"{art.path}: info.model_factory must be 'pkg.module:function', got {factory!r}")
-    module_name, attr_path = factory.split(":")
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for attr in attr_path.split("."):
-            obj = getattr(obj, attr)
-    except (ImportError, AttributeError, ValueError) as e:
-        raise ArtifactError(f"{art.path}: cannot import model factory {factory!r} ({e})") from e
-    if not callable(obj):
-        raise ArtifactError(f"{art.path}: model factory {factory!r} is not callable")
     options = art.meta["info"].get("model_options") or {}
-    if not isinstance(options, dict):
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
         raise ArtifactError(f"{art.path}: info.model_options must be a table, got {type(options).__name__}")
-    model = obj(**options)
-    if not isinstance(model, nn.Module):
-        raise ArtifactError(
-            f"{art.path}: model factory {factory!r} returned {type(model).__name__}, not an nn.Module"
-        )
-    return model
+    try:
+        named = Factory(factory=factory, options=options)
+    except (TypeError, ValueError):
+        raise ArtifactError(f"{art.path}: info.model_factory must be 'pkg.module:function', got {factory!r}") from None
+    return build_module(named, "info.model_factory", trust, art.path,
+                        lambda shell: check_fits(art, shell))

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
+import attrs
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -108,6 +110,12 @@ def inspect_command(
 # --- eval ------------------------------------------------------------------------------------
 
 
+TrustArg = Annotated[list[str] | None, typer.Option(
+    "--trust-factory", help="Factory pattern ('pkg.module:function', 'pkg.*') that the file's recorded recipe may "
+                            "call; repeatable. Default: squeezer's examples and SQUEEZER_TRUST_FACTORIES.",
+    show_default=False)]
+
+
 def eval_command(
     artifact: ArtifactArg,
     recipe: Annotated[
@@ -115,27 +123,35 @@ def eval_command(
         typer.Argument(help="Recipe whose [model] and [data] to use. Default: the one recorded in "
                             "the artifact, else the bundled PQK example.", show_default=False),
     ] = None,
+    trust_factory: TrustArg = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Load an artifact into a fresh model and report its accuracy on the recipe's validation data."""
-    from squeezer.artifact import load
-    from squeezer.artifact.reader import read
-    from squeezer.cli.models import build_model, device, final_factory, val_loader
+    """Load an artifact into a fresh model and report its accuracy on the recipe's validation data.
+
+    Factories named by the artifact's recorded recipe are called only if trusted (--trust-factory).
+    """
+    from squeezer.artifact.reader import check_fits, load_into, read
+    from squeezer.factories import build_module
     from squeezer.pipeline import DEFAULT_RECIPE
+    from squeezer.pipeline.rebuild import build_loaders, final_factory
+    from squeezer.pipeline.runner import resolve_device
     from squeezer.pipeline.training import evaluate
     from squeezer.recipe import load_recipe, recipe_from_dict
+    from squeezer.trust import Trust
 
-    info = read(artifact).meta.get("info", {})
+    art = read(artifact)
+    info = art.meta.get("info", {})
+    trust = None  # a recipe the user names is the user's own: its factories are called as written
     if recipe is not None:
         rec, source = load_recipe(recipe), str(recipe)
     elif isinstance(info.get("recipe"), dict):
         source = f"{artifact} (recorded recipe)"
-        rec = recipe_from_dict(info["recipe"], source=source)
+        rec, trust = recipe_from_dict(info["recipe"], source=source), Trust.default(trust_factory or ())
     else:
         rec, source = load_recipe(DEFAULT_RECIPE), str(DEFAULT_RECIPE)
-    model = load(artifact, build_model(final_factory(rec)))
-    loader = val_loader(rec)
-    dev = device(rec.device)
+    model = load_into(art, build_module(*final_factory(rec), trust, source, lambda shell: check_fits(art, shell)))
+    loader = build_loaders(rec, trust, source)[1]
+    dev = resolve_device(rec.device)
     loss, accuracy = evaluate(model.to(dev), loader, dev)
     samples = len(loader.dataset) if hasattr(loader, "dataset") else None
     result = {"artifact": str(artifact), "recipe": source, "accuracy": accuracy, "loss": loss,
@@ -160,6 +176,10 @@ def export_command(
     format: Annotated[Format, typer.Option(
         "--format", help="Artifact format: squeezer, or onnx (quantized weights as int8 codes + DequantizeLinear, "
                          "verified with onnxruntime; needs squeezer[onnx]).")] = Format.squeezer,
+    recipe: Annotated[Path | None, typer.Option(
+        "--recipe", help="Recipe whose [model] and [data] rebuild the model. Default: the one recorded in the "
+                         "checkpoint (its factories must be trusted).", show_default=False)] = None,
+    trust_factory: TrustArg = None,
 ) -> None:
     """Export the model of a pipeline checkpoint (e.g. of an interrupted run) as an artifact.
 
@@ -175,12 +195,13 @@ def export_command(
     from squeezer.pipeline.runner import CHECKPOINT
 
     path = checkpoint / CHECKPOINT if checkpoint.is_dir() else checkpoint
-    model, info = model_from_checkpoint(path)
+    rebuilt = model_from_checkpoint(path, recipe, trust_factory or ())
+    model, info = rebuilt.model, rebuilt.info
     console = Console(highlight=False)
     if format is Format.onnx:
         from squeezer.artifact.onnx_export import export_onnx
 
-        onnx_report = export_onnx(model, out, example_batch(info))
+        onnx_report = export_onnx(model, out, example_batch(rebuilt))
         console.print(Text(
             f"wrote {onnx_report.path}: {fmt_bytes(onnx_report.file_bytes)} ONNX (opset {onnx_report.opset}), "
             f"{onnx_report.quantized} quantized weights as integer codes + DequantizeLinear; onnxruntime matches "
@@ -197,14 +218,23 @@ def export_command(
     ), soft_wrap=True)
 
 
-def example_batch(info: dict[str, Any]) -> Any:
-    """The inputs of one batch of the recorded recipe's validation data (to trace an ONNX export with)."""
-    from squeezer.cli.models import val_loader
-    from squeezer.errors import ArtifactError
-    from squeezer.recipe import recipe_from_dict
+@attrs.frozen
+class Rebuilt:
+    """A checkpoint's model, the recipe that rebuilt it and the artifact ``info`` to export it with."""
 
-    recipe = recipe_from_dict(info["recipe"], source=f"{info['checkpoint']['path']} (recorded recipe)")
-    batch = next(iter(val_loader(recipe)), None)
+    model: Any
+    recipe: Any
+    info: dict[str, Any]
+    trust: Any  # None when the recipe is the user's, else the Trust its factories were checked against
+    source: str
+
+
+def example_batch(rebuilt: Rebuilt) -> Any:
+    """The inputs of one batch of the recipe's validation data (to trace an ONNX export with)."""
+    from squeezer.errors import ArtifactError
+    from squeezer.pipeline.rebuild import build_loaders
+
+    batch = next(iter(build_loaders(rebuilt.recipe, rebuilt.trust, rebuilt.source)[1]), None)
     if isinstance(batch, list | tuple) and batch:
         batch = batch[0]  # (inputs, targets)
     if batch is None:
@@ -212,32 +242,26 @@ def example_batch(info: dict[str, Any]) -> Any:
     return batch
 
 
-def model_from_checkpoint(path: Path) -> tuple[Any, dict[str, Any]]:
-    """Rebuild the compressed model saved in a pipeline checkpoint; also the artifact ``info``."""
-    from squeezer.cli.models import build_model, final_factory
-    from squeezer.compress import restore
-    from squeezer.errors import ArtifactError
+def model_from_checkpoint(path: Path, recipe_path: Path | None = None, trust: Sequence[str] = ()) -> Rebuilt:
+    """Rebuild the compressed model saved in a pipeline checkpoint, with its own recorded recipe
+    (factories checked against ``trust``) or the recipe at ``recipe_path``."""
     from squeezer.pipeline import checkpoint
+    from squeezer.pipeline.rebuild import artifact_info, restore_model
     from squeezer.plugin_manager import load_registry
-    from squeezer.recipe import recipe_from_dict
+    from squeezer.recipe import load_recipe, recipe_from_dict
+    from squeezer.trust import Trust
 
     tensors, meta = checkpoint.load(path)
-    if not isinstance(meta.get("recipe"), dict) or "spec" not in meta:
-        raise ArtifactError(f"{path}: checkpoint has no recipe or compression spec")
-    recipe = recipe_from_dict(meta["recipe"], source=f"{path} (recorded recipe)")
+    if recipe_path is not None:
+        recipe, checked, source = load_recipe(recipe_path), None, str(recipe_path)
+    else:
+        source = f"{path} (recorded recipe)"
+        recipe, checked = recipe_from_dict(meta["recipe"], source=source), Trust.default(trust)
     registry = load_registry(block=recipe.disable_plugins)
-    factory = final_factory(recipe, meta.get("records"))
-    model = build_model(factory)
-    restore(model, meta["spec"], registry)
-    state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise ArtifactError(f"{path}: checkpoint does not fit the recipe's model ({first})") from None
-    info = {"recipe": meta["recipe"], "model_factory": factory.factory,
+    model = restore_model(recipe, tensors, meta, registry, path, checked)
+    info = {**artifact_info(recipe),
             "checkpoint": {"path": str(path), "stage": meta.get("stage"), "epoch": meta.get("epoch")}}
-    return model.eval(), info
+    return Rebuilt(model.eval(), recipe, info, checked, source)
 
 
 def register(app: typer.Typer) -> None:
