@@ -93,3 +93,24 @@ epochs_per_round = 1
     expected = squeezer.load(run.artifact)
     for (name, a), (_, b) in zip(fresh.state_dict().items(), expected.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
+
+
+def test_a_spec_naming_a_missing_weight_is_one_error(tmp_path: Path) -> None:
+    """A crafted checkpoint (checksum recomputed) whose compression spec names a parameter the
+    model lacks: one line from export, not a raw AttributeError."""
+    from squeezer.pipeline import checkpoint
+
+    squeezer.run(parse_recipe(DIGITS + """
+[[stages]]
+type = "prune"
+scheduler = { name = "one_shot", target = 0.5 }
+epochs_per_round = 1
+"""), out=tmp_path / "run")
+    ckpt = tmp_path / "run" / "checkpoints" / "last.safetensors"
+    tensors, meta = checkpoint.load(ckpt)
+    meta["spec"]["weights"] = [*meta["spec"]["weights"], "99.weight"]
+    checkpoint.save(ckpt, tensors, meta)
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--out", str(tmp_path / "a.safetensors")])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().startswith("error: ") and "spec does not fit" in result.stderr
+    assert "Traceback" not in result.output

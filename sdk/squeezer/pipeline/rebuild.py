@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from squeezer import compress
-from squeezer.errors import ArtifactError, ConfigError
+from squeezer.errors import ArtifactError, ConfigError, SqueezerError
 from squeezer.factories import build_module, call_factory
 from squeezer.recipe.configs import DistillStage, Factory, Recipe
 from squeezer.registry import Registry
@@ -85,7 +85,13 @@ def restore_model(
                                 f"{claimed:,} values; the checkpoint holds {stored:,}")
 
     model = build_module(factory, where, trust, f"{path} (recorded recipe)", fits)
-    compress.restore(model, meta["spec"], registry)
+    try:
+        compress.restore(model, meta["spec"], registry)
+    except SqueezerError:
+        raise
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+        raise ArtifactError(f"{path}: checkpoint metadata: spec does not fit the recipe's model "
+                            f"({type(exc).__name__}: {exc})") from None
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
