@@ -40,3 +40,9 @@ class UntrustedFactoryError(ArtifactError):
 
 class TrainingError(SqueezerError):
     """Training diverged (NaN/Inf loss); the last good checkpoint is kept."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (torch's errors can run to many lines)."""
+    text = str(exc)
+    return text.splitlines()[0] if text.strip() else ""

@@ -24,6 +24,20 @@ from squeezer import hookimpl
 HERE = Path(__file__).resolve().parent
 
 
+# --- assertions ------------------------------------------------------------------------------
+
+
+def one_line_error(result: Any, code: int, *needles: str) -> str:
+    """A CLI result that failed with ``code`` and exactly one ``error: ...`` line holding every needle."""
+    assert result.exit_code == code, (result.exit_code, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
 # --- data and models -------------------------------------------------------------------------
 
 

@@ -32,6 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import hostile_support  # noqa: E402
+from helpers import one_line_error  # noqa: E402
 
 FACTORIES = '[model]\nfactory = "helpers:tiny"\n[data]\nfactory = "helpers:loaders"\n'
 TRAIN = FACTORIES + '[[stages]]\ntype = "train"\nepochs = 1\n'
@@ -41,16 +42,6 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("P
 
 def cli(*args: Any) -> Any:
     return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result: Any, code: int, *needles: str) -> str:
-    assert result.exit_code == code, (result.exit_code, result.output)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def write(path: Path, text: str) -> Path:

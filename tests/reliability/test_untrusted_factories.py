@@ -30,6 +30,7 @@ from squeezer.recipe import parse_recipe
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from helpers import one_line_error  # noqa: E402
 
 RECIPE = """
 seed = 3
@@ -52,16 +53,6 @@ runner = CliRunner()
 
 def invoke(*args: Any) -> Any:
     return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line_error(result: Any, code: int, *needles: str) -> str:
-    assert result.exit_code == code, (result.exit_code, result.output)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    assert "Traceback" not in result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def attack(marker: Path) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from squeezer.errors import ConfigError, SqueezerError
+from squeezer.errors import ConfigError, SqueezerError, first_line
 from squeezer.pipeline.training import batch_to, forward
 
 
@@ -20,7 +20,7 @@ def device_usable(name: str, device: torch.device) -> torch.device:
     try:
         torch.empty(1, device=device)
     except (RuntimeError, AssertionError, AttributeError) as exc:  # torch raises each, by backend
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        first = first_line(exc) or type(exc).__name__
         raise ConfigError(f"device: {name!r} is not usable on this machine ({first}); use 'cpu' or 'auto'") from None
     return device
 
@@ -53,7 +53,7 @@ def first_batch(model: nn.Module, loader: Any, device: torch.device, model_name:
     except SqueezerError:
         raise
     except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else ""
+        first = first_line(exc)
         raise ConfigError(f"model.factory: {model_name!r} failed on the first batch of {data_name!r}: "
                           f"{type(exc).__name__}: {first}") from exc
     finally:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from squeezer import compress
-from squeezer.errors import SqueezerError, TrainingError
+from squeezer.errors import SqueezerError, TrainingError, first_line
 from squeezer.pipeline import checkpoint, distributed
 from squeezer.pipeline.context import Context
 from squeezer.pipeline.events import Checkpointed, EpochEnded, StageEnded, StageStarted, StepEnded
@@ -144,7 +144,7 @@ def _train_step(ctx: Context, runner: StageRunner, net: nn.Module, batch: Any, e
     except SqueezerError:
         raise
     except Exception as exc:
-        first = str(exc).splitlines()[0] if str(exc) else ""
+        first = first_line(exc)
         raise TrainingError(f"{where}: {type(exc).__name__}: {first} (a batch of data.factory "
                             f"{ctx.recipe.data.factory!r} through the model)") from exc
     return value, extra

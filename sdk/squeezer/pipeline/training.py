@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from squeezer.errors import SqueezerError, TrainingError
+from squeezer.errors import SqueezerError, TrainingError, first_line
 from squeezer.recipe.configs import Optim
 
 
@@ -104,7 +104,7 @@ def evaluate(model: nn.Module, loader: Iterable[Any], device: torch.device) -> t
             except SqueezerError:
                 raise
             except Exception as exc:  # the user's data or model: name where, keep the cause for --debug
-                first = str(exc).splitlines()[0] if str(exc) else ""
+                first = first_line(exc)
                 raise TrainingError(f"evaluation batch {index + 1}: {type(exc).__name__}: {first} "
                                     "(check the validation loader of data.factory and the model's logits)") from exc
             correct += int((logits.argmax(dim=-1) == y).sum())
