@@ -220,7 +220,9 @@ class Compression:
 
         Masks are frozen from here on. The student owns the kept entries of every compressed
         weight (and its quantizer steps), the teacher the pruned entries; the teacher also has
-        private copies of ``owns`` (``"norm"``, ``"bias"``). With ``optimizer``, those copies join
+        private copies of ``owns`` (``"norm"``, ``"bias"``); without ``"norm"`` it shares the
+        student's normalization layers, whose running statistics its forward leaves to the
+        student. With ``optimizer``, those copies join
         it as a new param group, and its state for the model's parameters is forgotten (the recipe
         runner starts Phase 2 with a new optimizer; a step count left from Phase 1 would make
         Adam's first updates of the unimportant weights about 3x the learning rate). One mutual

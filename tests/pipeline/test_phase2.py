@@ -196,3 +196,21 @@ def test_baking_a_deep_copy_leaves_the_original_intact() -> None:
     assert not list(compress.compressed_weights(baked))
     torch.testing.assert_close(model(x), expected, rtol=0, atol=0)
     torch.testing.assert_close(baked(x), expected, rtol=0, atol=0)
+
+
+def test_mutual_stage_network_with_shared_norm_keeps_the_students_statistics() -> None:
+    """The mutual stage's one-module network (student and teacher forwards) with
+    ``teacher_owns = []``: the student's BatchNorm statistics are the student's alone."""
+    from squeezer.pipeline.stages.mutual import StudentAndTeacher
+
+    model = _compressed()
+    model.train()
+    alone = copy.deepcopy(model)
+    net = StudentAndTeacher(model, SelfTeacher(model, owns=()))
+    x, _ = _batch()
+    for _ in range(2):
+        net(x)
+        alone(x)
+    for name, buffer in alone.named_buffers():
+        if "running" in name or "batches" in name:
+            assert torch.equal(model.get_buffer(name), buffer), name

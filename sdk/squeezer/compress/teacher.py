@@ -9,6 +9,13 @@ the ``teacher`` view (see :mod:`squeezer.compress.weight`). Ownership during Pha
   (``"norm"``: normalization layers with their running statistics, since the teacher's
   activations differ from the student's; ``"bias"``: the biases of compressed layers); the student
   owns everything else, which the teacher uses without sending it gradients.
+
+Running statistics the teacher shares (``owns`` without ``"norm"``) stay the student's: the
+teacher's train-mode forward normalizes with its batch statistics but updates a throw-away copy
+of the student's running statistics, never the student's (the deployable model's) own. Otherwise
+the teacher's activations, which differ from the student's, would overwrite them: the student fell
+to chance (10 %) on the digits example. In eval mode a sharing teacher normalizes with the
+student's statistics.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ class SelfTeacher(nn.Module):
         self._model = [model]  # a list, so the student is not registered as a submodule
         self.quantized = quantized
         self.private = teacher_private_names(model, owns)
+        self.shared_stats = _running_stats(model, exclude=self.private)
         state = dict(model.named_parameters()) | dict(model.named_buffers())
         self.params = nn.ParameterDict()
         self.buffers_ = nn.Module()
@@ -77,6 +85,9 @@ class SelfTeacher(nn.Module):
         for name, p in self.student.named_parameters():
             if name not in out and not name.endswith("original"):
                 out[name] = p.detach()
+        if self.training:  # batch-norm updates these in place: hand it copies, keep the student's
+            buffers = dict(self.student.named_buffers())
+            out.update({name: buffers[name].clone() for name in self.shared_stats})
         return out
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -88,6 +99,18 @@ class SelfTeacher(nn.Module):
     def train(self, mode: bool = True) -> SelfTeacher:
         super().train(mode)
         return self
+
+
+def _running_stats(model: nn.Module, exclude: Iterable[str]) -> list[str]:
+    """The buffers of normalization layers (running mean/var, batch count) not in ``exclude``."""
+    excluded = set(exclude)
+    names: list[str] = []
+    for module_name, module in model.named_modules():
+        if _is_norm(module):
+            prefix = f"{module_name}." if module_name else ""
+            names += [prefix + n for n, b in module.named_buffers(recurse=False)
+                      if b is not None and prefix + n not in excluded]
+    return names
 
 
 def _key(name: str) -> str:
