@@ -17,6 +17,7 @@ checkpoint on resume.
 
 from __future__ import annotations
 
+import inspect
 import os
 from typing import Any
 
@@ -24,7 +25,9 @@ import attrs
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, SequentialSampler
+from torch.utils.data import DataLoader, DistributedSampler, IterableDataset, SequentialSampler
+
+from squeezer.errors import ConfigError
 
 
 @attrs.frozen
@@ -71,21 +74,65 @@ def wrap(module: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
 
 
 def shard_loader(loader: Any, info: DistInfo, seed: int) -> Any:
-    """The training loader with a DistributedSampler (same batch size per rank, shuffled by seed)."""
+    """The training loader with a DistributedSampler (same batch size per rank, shuffled by seed).
+
+    Every other option of the loader is kept (collate_fn, workers and their ``worker_init_fn``,
+    ``generator``, pinning, ``drop_last``, timeouts, prefetching, ...). A loader whose sampler is
+    already a :class:`DistributedSampler` for this rank (a factory that shards itself, e.g. under
+    a ``batch_sampler``) is used as it is. Anything else that cannot be sharded by replacing the
+    sampler (a ``batch_sampler`` over a plain sampler, an iterable dataset) is a ConfigError
+    naming ``data.factory``: silently giving every rank all the data would not be data parallel.
+    """
     if not info.enabled or not isinstance(loader, DataLoader):
         return loader
+    own = _distributed_sampler(loader)
+    if own is not None:
+        if (own.num_replicas, own.rank) != (info.world_size, info.rank):
+            raise ConfigError(
+                f"data.factory: the training loader's DistributedSampler is for rank {own.rank} of "
+                f"{own.num_replicas}, but this process is rank {info.rank} of {info.world_size}"
+            )
+        return loader
+    if isinstance(loader.dataset, IterableDataset):
+        raise ConfigError(
+            "data.factory: the training loader's dataset is an IterableDataset, which squeezer "
+            f"cannot shard over {info.world_size} ranks; use a map-style dataset"
+        )
+    if loader.batch_size is None:
+        raise ConfigError(
+            f"data.factory: the training loader uses a batch_sampler "
+            f"({type(loader.batch_sampler).__name__}), which squeezer cannot shard over "
+            f"{info.world_size} ranks; return a loader with batch_size (squeezer adds a "
+            "DistributedSampler), or build the batch_sampler over a "
+            "torch.utils.data.DistributedSampler for this rank"
+        )
     shuffle = not isinstance(loader.sampler, SequentialSampler)
     sampler: DistributedSampler[Any] = DistributedSampler(
         loader.dataset, num_replicas=info.world_size, rank=info.rank, shuffle=shuffle, seed=seed
     )
-    return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler,
-                      num_workers=loader.num_workers, collate_fn=loader.collate_fn,
-                      pin_memory=loader.pin_memory, drop_last=loader.drop_last)
+    return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler, **_loader_options(loader))
+
+
+_NOT_OPTIONS = {"self", "dataset", "batch_size", "shuffle", "sampler", "batch_sampler"}
+
+
+def _loader_options(loader: DataLoader[Any]) -> dict[str, Any]:
+    """Every DataLoader argument except the data and how it is sampled, as ``loader`` has it."""
+    names = [n for n in inspect.signature(DataLoader.__init__).parameters if n not in _NOT_OPTIONS]
+    return {n: getattr(loader, n) for n in names if hasattr(loader, n)}
+
+
+def _distributed_sampler(loader: Any) -> DistributedSampler[Any] | None:
+    """The DistributedSampler drawing ``loader``'s indices, directly or under its batch sampler."""
+    for sampler in (getattr(loader, "sampler", None), getattr(getattr(loader, "batch_sampler", None), "sampler", None)):
+        if isinstance(sampler, DistributedSampler):
+            return sampler
+    return None
 
 
 def set_epoch(loader: Any, epoch: int) -> None:
-    sampler = getattr(loader, "sampler", None)
-    if isinstance(sampler, DistributedSampler):
+    sampler = _distributed_sampler(loader)
+    if sampler is not None:
         sampler.set_epoch(epoch)
 
 
