@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import types
+from collections.abc import Generator
 from importlib import metadata
 
 import attrs
@@ -10,7 +11,7 @@ import pytest
 
 import squeezer
 from squeezer import PluginError, hookimpl, plugin_manager
-from squeezer.registry import Registry
+from squeezer.registry import KIND_HOOKS, Registry
 
 BUILTINS = {"magnitude": "squeezer_magnitude", "schedules": "squeezer_schedules", "distillation": "squeezer_distill"}
 
@@ -189,3 +190,39 @@ def test_trace_hooks_writes_to_stderr(monkeypatch: pytest.MonkeyPatch, capsys: p
     pm = squeezer.make_plugin_manager(autoload=False)
     pm.hook.squeezer_register_schedulers(registry=Registry())
     assert "squeezer_register_schedulers" in capsys.readouterr().err
+
+
+def test_trace_hooks_traces_the_real_loading_path(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``squeezer.load_registry()`` calls the register hooks through pluggy, so tracing sees each call."""
+    monkeypatch.setenv("SQUEEZER_TRACE_HOOKS", "1")
+    registry = squeezer.load_registry(autoload=False, plugins=[ExtraPlugin])
+    assert "negmag" in registry.names("importance")
+    err = capsys.readouterr().err
+    for hook_name in KIND_HOOKS.values():
+        assert f"{hook_name} [hook]" in err and f"finish {hook_name} --> [] [hook]" in err
+    for plugin in (*BUILTINS, "lsq", "ExtraPlugin"):
+        assert f"of plugin {plugin!r} [registry]" in err
+    monkeypatch.delenv("SQUEEZER_TRACE_HOOKS")
+    squeezer.load_registry(autoload=False)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("kind", ["wrapper", "hookwrapper"])
+def test_a_wrapper_hook_is_a_plugin_error_naming_the_plugin(kind: str) -> None:
+    registered: list[str] = []
+
+    class Wrapping:
+        @staticmethod
+        @hookimpl(**{kind: True})
+        def squeezer_register_importances(registry: Registry) -> Generator[None, object, object]:
+            registry.add_importance("negmag", NegMagnitude)
+            registered.append("negmag")
+            result = yield
+            return result
+
+    message = rf"plugin 'Wrapping': its squeezer_register_importances is a hook wrapper \({kind}=True\)"
+    with pytest.raises(PluginError, match=message):
+        squeezer.load_registry(autoload=False, plugins=[Wrapping])
+    assert registered == []

@@ -119,15 +119,33 @@ def plugin_version(name: str) -> str | None:
 
 
 def build_registry(pm: pluggy.PluginManager) -> Registry:
-    """Call every register hook, one implementation at a time, recording who registered what."""
+    """Call every register hook, one plugin at a time, recording who registered what.
+
+    Each call goes through pluggy's calling path (a hook caller narrowed to that plugin), so
+    ``SQUEEZER_TRACE_HOOKS=1`` and pluggy's hook-call monitoring see it. A hook wrapper
+    (``wrapper=True`` or ``hookwrapper=True``) is a PluginError naming its plugin: the hooks are
+    called per plugin, to attribute each registration, so a wrapper would wrap nothing.
+    """
     registry = Registry()
+    trace = pm.trace.root.get("registry")
     for hook_name in KIND_HOOKS.values():
         caller = getattr(pm.hook, hook_name)
-        for impl in caller.get_hookimpls():
+        impls = caller.get_hookimpls()
+        for impl in impls:
+            if impl.wrapper or impl.hookwrapper:
+                kind = "wrapper=True" if impl.wrapper else "hookwrapper=True"
+                raise PluginError(
+                    f"plugin {impl.plugin_name!r}: its {hook_name} is a hook wrapper ({kind}), which "
+                    "squeezer does not support: register hooks are called once per plugin, so a "
+                    "wrapper would wrap nothing; use a plain @hookimpl"
+                )
+        for impl in impls:
             registry._bind(impl.plugin_name, plugin_version(impl.plugin_name))
+            only_this = pm.subset_hook_caller(hook_name, [i.plugin for i in impls if i.plugin is not impl.plugin])
+            trace(f"{hook_name} of plugin {impl.plugin_name!r}")
             with PluginBoundary() as boundary:
                 try:
-                    impl.function(**{arg: registry for arg in impl.argnames if arg == "registry"})
+                    only_this(registry=registry)
                 except BaseException as exc:  # sys.exit() or a raised KeyboardInterrupt included
                     error = boundary.failure(exc, f"plugin {impl.plugin_name!r} raised in {hook_name}", PluginError)
                     if error is None:
