@@ -3,22 +3,26 @@
 Names are matched with shell-style globs (``fnmatch``) on the module path (``features.0``) or,
 for ``parameters``, on the full parameter path (``encoder.layers.0.self_attn.in_proj_weight``).
 Wrapper prefixes (DDP's ``module.``, ``torch.compile``'s ``_orig_mod.``) are ignored when matching.
+
+torch is imported only by the functions that walk a model: :class:`Targets` is a recipe section,
+and validating a recipe imports no torch.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-from torch import nn
 
 from squeezer.errors import TargetError
 
+if TYPE_CHECKING:
+    from torch import nn
+
 DEFAULT_TYPES = ("Linear", "Conv1d", "Conv2d", "Conv3d", "RNNBase", "RNNCellBase")
 _RNN_WEIGHT = re.compile(r"weight_(ih|hh|hr)(_l\d+(_reverse)?)?")  # nn.LSTM's weight_ih_l0, nn.GRUCell's weight_hh
-_RNNS = (nn.RNNBase, nn.RNNCellBase)
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
@@ -93,6 +97,9 @@ def _owner_and_attr(path: str) -> tuple[str, str]:
 
 def resolve(model: nn.Module, targets: Targets) -> Resolution:
     """Resolve ``targets`` on ``model``; raises :class:`TargetError` if nothing matches."""
+    from torch import nn
+
+    rnns = (nn.RNNBase, nn.RNNCellBase)
     chosen: list[str] = []
     skipped: list[Skipped] = []
     for raw_name, module in model.named_modules():
@@ -105,7 +112,7 @@ def resolve(model: nn.Module, targets: Targets) -> Resolution:
         if not own:
             continue
         label = name or "<root>"
-        weights = {a for a in own if a == "weight" or (isinstance(module, _RNNS) and _RNN_WEIGHT.fullmatch(a))}
+        weights = {a for a in own if a == "weight" or (isinstance(module, rnns) and _RNN_WEIGHT.fullmatch(a))}
         by_type = bool(_type_names(module) & set(targets.types)) and bool(weights)
         for attr in sorted(own):
             path = f"{name}.{attr}" if name else attr
