@@ -58,23 +58,16 @@ def show_command(
     recipe: RecipeArg,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of TOML.")] = False,
 ) -> None:
-    """Print a recipe fully resolved, every default filled in (TOML if tomli_w is installed, else JSON)."""
+    """Print a recipe fully resolved, every default filled in, as TOML (or JSON with --json)."""
     from squeezer.recipe import recipe_to_dict
 
     data = recipe_to_dict(load_checked(recipe))
-    writer = None if json_out else _toml_writer()
-    if writer is None:
+    if json_out:
         typer.echo(json.dumps(data, indent=2, default=str))
     else:
-        typer.echo(writer(_drop_none(data)), nl=False)
+        import tomli_w  # a declared dependency (the stdlib reads TOML but does not write it)
 
-
-def _toml_writer() -> Any:
-    try:
-        import tomli_w
-    except ImportError:
-        return None
-    return tomli_w.dumps
+        typer.echo(tomli_w.dumps(_drop_none(data)), nl=False)
 
 
 def _drop_none(value: Any) -> Any:

@@ -1,10 +1,15 @@
-"""The bundled example: a small CNN on scikit-learn's 8x8 handwritten digits (ships with sklearn).
+"""The bundled example: a small CNN on the 8x8 handwritten digits (UCI optdigits, as in scikit-learn).
 
-Fixed, stratified split: 1,347 training and 450 validation images.
+The 1,797 images ship inside the package (``data/digits.npz``, 49 kB; licence and provenance in
+``data/NOTICE``): no download and no scikit-learn. Fixed, stratified split: 1,347 training and 450
+validation images.
 """
 
 from __future__ import annotations
 
+from importlib import resources
+
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -25,17 +30,43 @@ def make_model(width: int = 32, num_classes: int = 10) -> nn.Module:
     )
 
 
+def _arrays() -> dict[str, np.ndarray]:
+    """The shipped file's arrays: ``images``, ``target``, ``train``, ``val`` (see ``data/NOTICE``)."""
+    with resources.files("squeezer.examples").joinpath("data/digits.npz").open("rb") as f, np.load(f) as data:
+        return {name: data[name] for name in data.files}
+
+
+def load_digits() -> tuple[np.ndarray, np.ndarray]:
+    """``(images, target)``: the arrays of scikit-learn's ``load_digits()`` (float64 0..16, int64)."""
+    data = _arrays()
+    return data["images"].astype(np.float64), data["target"].astype(np.int64)
+
+
+def split_indices(split_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation indices: stratified by digit, 450 for validation.
+
+    Seed 0 is the shipped split (scikit-learn's ``train_test_split(..., test_size=450,
+    random_state=0, stratify=target)``, order included); another seed draws a stratified split of
+    the same sizes per digit from a seeded permutation (numpy's ``default_rng``).
+    """
+    data = _arrays()
+    train, val, target = data["train"].astype(np.int64), data["val"].astype(np.int64), data["target"]
+    if split_seed == 0:
+        return train, val
+    order = np.random.default_rng(split_seed).permutation(len(target))
+    n_val = np.bincount(target[val], minlength=10)  # per digit, as many as the shipped split holds
+    in_val = np.zeros(len(target), dtype=bool)
+    for digit, n in enumerate(n_val):
+        in_val[order[target[order] == digit][:n]] = True
+    return order[~in_val[order]], order[in_val[order]]
+
+
 def digits_tensors(split_seed: int = 0) -> tuple[TensorDataset, TensorDataset]:
     """The fixed train/validation split as tensor datasets (pixels scaled to [0, 1])."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    digits = load_digits()
-    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(digits.target, dtype=torch.long)
-    idx_train, idx_val = train_test_split(
-        list(range(len(y))), test_size=450, random_state=split_seed, stratify=digits.target
-    )
+    images, target = load_digits()
+    x = torch.tensor(images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(target, dtype=torch.long)
+    idx_train, idx_val = (torch.from_numpy(i) for i in split_indices(split_seed))
     return TensorDataset(x[idx_train], y[idx_train]), TensorDataset(x[idx_val], y[idx_val])
 
 

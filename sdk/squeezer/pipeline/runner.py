@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from squeezer.recipe.configs import Factory, Recipe
 from squeezer.recipe.loader import check_seed, check_strategies, load_recipe, recipe_to_dict
 from squeezer.registry import Registry
 
-DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "pqk.toml"
+DEFAULT_RECIPE = Path(str(resources.files("squeezer") / "recipes" / "pqk.toml"))  # the bundled PQK recipe
 ARTIFACT = "model.safetensors"
 __all__ = ["ARTIFACT", "CHECKPOINT", "DEFAULT_RECIPE", "Interrupted", "RunResult", "run"]
 
