@@ -24,6 +24,26 @@ from squeezer import hookimpl
 HERE = Path(__file__).resolve().parent
 
 
+# --- recipes ---------------------------------------------------------------------------------
+
+#: train, then prune with LSQ over two rounds: the run whose checkpoints and artifact the file tests damage
+TRAIN_PRUNE_LSQ = """
+seed = 2
+[model]
+factory = "helpers:tiny"
+[data]
+factory = "helpers:loaders"
+[[stages]]
+type = "train"
+epochs = 1
+[[stages]]
+type = "prune"
+scheduler = { name = "geometric", target = 0.5, rounds = 2 }
+quantizer = { name = "lsq", bits = 4 }
+epochs_per_round = 1
+"""
+
+
 # --- assertions ------------------------------------------------------------------------------
 
 

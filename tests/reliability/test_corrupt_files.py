@@ -24,26 +24,13 @@ import squeezer
 from squeezer import ArtifactError
 from squeezer.cli import app
 from squeezer.pipeline import checkpoint
+from squeezer.pipeline.loop import CHECKPOINT as CKPT  # checkpoints/last.safetensors
 from squeezer.recipe import parse_recipe
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-RECIPE = """
-seed = 2
-[model]
-factory = "helpers:tiny"
-[data]
-factory = "helpers:loaders"
-[[stages]]
-type = "train"
-epochs = 1
-[[stages]]
-type = "prune"
-scheduler = { name = "geometric", target = 0.5, rounds = 2 }
-quantizer = { name = "lsq", bits = 4 }
-epochs_per_round = 1
-"""
-CKPT = Path("checkpoints") / "last.safetensors"
+from helpers import TRAIN_PRUNE_LSQ as RECIPE
+
 DAMAGE = settings(max_examples=settings().max_examples * 2, deadline=None,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 

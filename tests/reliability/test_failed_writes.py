@@ -15,6 +15,7 @@ import squeezer
 from squeezer.cli import app
 from squeezer.pipeline import checkpoint
 from squeezer.pipeline.events import Checkpointed
+from squeezer.pipeline.loop import CHECKPOINT as CKPT  # checkpoints/last.safetensors
 from squeezer.recipe import parse_recipe
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -29,7 +30,6 @@ factory = "helpers:loaders"
 type = "train"
 epochs = 3
 """
-CKPT = Path("checkpoints") / "last.safetensors"
 
 
 def _full_disk() -> OSError:

@@ -29,27 +29,14 @@ from squeezer.artifact import format as fmt
 from squeezer.artifact import inspect, load_state_dict
 from squeezer.cli import app
 from squeezer.pipeline import checkpoint
+from squeezer.pipeline.loop import CHECKPOINT as CKPT  # checkpoints/last.safetensors
 from squeezer.recipe import parse_recipe
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-RECIPE = """
-seed = 2
-[model]
-factory = "helpers:tiny"
-[data]
-factory = "helpers:loaders"
-[[stages]]
-type = "train"
-epochs = 1
-[[stages]]
-type = "prune"
-scheduler = { name = "geometric", target = 0.5, rounds = 2 }
-quantizer = { name = "lsq", bits = 4 }
-epochs_per_round = 1
-"""
-CKPT = Path("checkpoints") / "last.safetensors"
+from helpers import TRAIN_PRUNE_LSQ as RECIPE  # noqa: E402
+
 GiB = 1 << 30
 
 

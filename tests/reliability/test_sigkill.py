@@ -26,10 +26,10 @@ import torch
 from safetensors.torch import load_file
 
 from squeezer.pipeline import checkpoint
+from squeezer.pipeline.loop import CHECKPOINT as CKPT  # checkpoints/last.safetensors
 
 HERE = Path(__file__).resolve().parent
 TIMEOUT = 120.0
-CKPT = Path("checkpoints") / "last.safetensors"
 
 RECIPE = """
 seed = 11

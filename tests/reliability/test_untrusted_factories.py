@@ -25,6 +25,7 @@ from squeezer.artifact import format as fmt
 from squeezer.cli import app
 from squeezer.errors import ArtifactError, ConfigError, UntrustedFactoryError
 from squeezer.pipeline import checkpoint
+from squeezer.pipeline.loop import CHECKPOINT as CKPT  # checkpoints/last.safetensors
 from squeezer.pipeline.loop import Interrupted
 from squeezer.recipe import parse_recipe
 
@@ -47,7 +48,6 @@ scheduler = { name = "one_shot", target = 0.5 }
 quantizer = { name = "lsq", bits = 4 }
 epochs_per_round = 2
 """
-CKPT = Path("checkpoints") / "last.safetensors"
 runner = CliRunner()
 
 
