@@ -32,7 +32,14 @@ from squeezer import compress
 from squeezer.compress.targets import Targets
 from squeezer.compress.teacher import SelfTeacher
 from squeezer.compress.weight import compressed_weights
-from squeezer.engine import Pruner, fresh_state, mutual_loss, no_decay_on_originals
+from squeezer.engine import (
+    Pruner,
+    attach_pending_quantizers,
+    fresh_state,
+    mutual_loss,
+    no_decay_on_compressed,
+    quantizer_parameters,
+)
 from squeezer.errors import ConfigError, PluginError
 from squeezer.recipe.configs import PruneStage, QuantizerChoice
 from squeezer.recipe.loader import checked_schedule
@@ -131,11 +138,17 @@ class Compression:
 
     # --- Phase 1 --------------------------------------------------------------------------
     def attach(self) -> compress.Resolution:
-        """Put a (dense) mask on every targeted weight; idempotent. Returns what was targeted.
+        """Put a (dense) mask on every targeted weight, and its quantizer, pending until the first
+        pruning round; idempotent. Returns what was targeted.
 
-        The parameter objects stay the same, so an optimizer built before or after works.
+        Build the optimizer after this: every parameter compression trains exists now, so nothing
+        joins the optimizer later (an optimizer built before still works: the quantizers'
+        parameters join it as a new param group at the first round).
         """
-        return compress.attach(self.model, self.targets)
+        resolution = compress.attach(self.model, self.targets)
+        if self.quantizer is not None:
+            attach_pending_quantizers(self.model, self.registry, self.quantizer, "quantizer", on=False)
+        return resolution
 
     @property
     def rounds_done(self) -> int:
@@ -178,8 +191,9 @@ class Compression:
         """Prune to the next scheduled sparsity; pruned weights stay pruned.
 
         With ``optimizer``: its state (momentum, Adam moments) at newly pruned entries is zeroed,
-        and the trainable parameters of quantizers attached now join it as a new param group.
-        Quantizers are attached after the first round, so they start from the pruned weights.
+        the stored weights and quantizer parameters leave its weight decay, and quantizer
+        parameters it lacks (it was built before :meth:`attach`) join it as a new param group.
+        Quantizers are switched on by the first round, so they start from the pruned weights.
 
         A gradient-based importance (``needs_gradients``) gets ``gradients`` by parameter path,
         or else the ``.grad`` your last ``backward()`` left on each weight.
@@ -190,14 +204,21 @@ class Compression:
             raise ConfigError(f"all {len(self.schedule)} scheduled pruning rounds have run")
         if self.pruner.needs_gradients and gradients is None:
             gradients = self._current_gradients()
-        before = {id(p) for p in self.model.parameters()}
         layers, _ = self.pruner.round(optimizer, gradients)
-        new = [p for p in self.model.parameters() if id(p) not in before and p.requires_grad]
         if optimizer is not None:
-            if new:  # quantizer parameters: no weight decay, as in the pipeline
-                optimizer.add_param_group({"params": new, "weight_decay": 0.0})
-            no_decay_on_originals(self.model, optimizer)  # pruned entries hold the unimportant weights
+            self.link_optimizer(optimizer)
         return layers
+
+    def link_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        """Give ``optimizer`` what a pruning round asks of it (:meth:`prune_round` does this when
+        it gets the optimizer): the quantizers' parameters it lacks, as a new param group, and no
+        weight decay on the stored weights (their pruned entries hold the unimportant weights)
+        or the quantizers' parameters. Idempotent."""
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        missing = [p for p in quantizer_parameters(self.model) if id(p) not in held]
+        if missing:
+            optimizer.add_param_group({"params": missing, "weight_decay": 0.0})
+        no_decay_on_compressed(self.model, optimizer)
 
     def _current_gradients(self) -> dict[str, torch.Tensor]:
         grads: dict[str, torch.Tensor] = {}

@@ -125,7 +125,7 @@ def _layer(
         "mask_coding": code.coding,
         "mask_rice_k": code.rice_k,
         "mask_inverted": code.inverted,
-        "quantizer": p.quantizer_spec,
+        "quantizer": p.quantizer_spec if p.quantizer is not None else None,
     }
     q = p.quantizer
     if q is None:

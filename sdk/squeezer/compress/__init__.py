@@ -15,7 +15,7 @@ from squeezer.compress.targets import Resolution, Skipped, Targets, resolve
 _LAZY = {
     **dict.fromkeys(
         ("LayerSparsity", "attach", "attach_paths", "attach_quantizers", "bake", "masks", "original", "prune",
-         "restore", "sparsity", "spec"),
+         "restore", "sparsity", "spec", "switch_on_quantizers"),
         "squeezer.compress.model",
     ),
     **dict.fromkeys(("CompressedWeight", "compressed_weights", "view"), "squeezer.compress.weight"),
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
         restore,
         sparsity,
         spec,
+        switch_on_quantizers,
     )
     from squeezer.compress.weight import CompressedWeight, compressed_weights, view
 
@@ -65,5 +66,6 @@ __all__ = [
     "restore",
     "sparsity",
     "spec",
+    "switch_on_quantizers",
     "view",
 ]

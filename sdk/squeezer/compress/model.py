@@ -218,14 +218,15 @@ def _guarded(score: ScoreFn, source: str) -> ScoreFn:
 
 
 def attach_quantizers(
-    model: nn.Module, choose: Callable[[str], tuple[str, Any] | None], *, source: str = "quantizer"
+    model: nn.Module, choose: Callable[[str], tuple[str, Any] | None], *, source: str = "quantizer",
+    on: bool = True,
 ) -> dict[str, int]:
     """Give each compressed weight the fake quantizer built by ``choose(path) -> (name, config)``.
 
     ``choose`` returns the registered quantizer name and its config, or None to leave a weight
     unquantized. The quantizer is built from the masked weight. The core checks its contract:
-    output of the input's shape and dtype, and zero mapped to exactly zero. Returns bits per
-    quantized weight.
+    output of the input's shape and dtype, and zero mapped to exactly zero. ``on=False`` leaves
+    the quantizers pending until :func:`switch_on_quantizers`. Returns bits per quantized weight.
     """
     bits: dict[str, int] = {}
     for path, p in compressed_weights(model):
@@ -233,37 +234,67 @@ def attach_quantizers(
         if choice is None:
             continue
         name, config = choice
-        where = f"{source} {name!r}"
-        w = original(model, path).detach()
-        masked = torch.where(p.mask, w, w.new_zeros(()))
-        if not torch.isfinite(masked).all():
-            raise TargetError(f"{path}: weight contains NaN or Inf; cannot quantize it")
-        try:
-            fq = config.build(masked)
-            if not isinstance(fq, nn.Module):
-                raise PluginError(f"{where}: build() for {path} must return an nn.Module, got {type(fq).__name__}")
-            with torch.no_grad():
-                out = fq(masked)
-                zero_out = fq(torch.zeros_like(masked))
-        except SqueezerError:
-            raise
-        except Exception as exc:
-            raise PluginError(f"{where}: quantizer for {path} raised {type(exc).__name__}: {exc}") from exc
-        if not isinstance(out, torch.Tensor) or not isinstance(zero_out, torch.Tensor):
-            raise PluginError(f"{where}: quantizer for {path} must return a tensor, got {type(out).__name__}")
-        if out.shape != masked.shape or out.dtype != masked.dtype:
-            raise PluginError(
-                f"{where}: quantizer for {path} changed shape/dtype {tuple(masked.shape)} {masked.dtype} "
-                f"-> {tuple(out.shape)} {out.dtype}"
-            )
-        if bool((zero_out != 0).any()):
-            raise PluginError(f"{where}: quantizer for {path} does not map 0 to 0 (pruned weights would revive)")
-        if not torch.isfinite(out).all():
-            raise PluginError(f"{where}: quantizer for {path} returned NaN or Inf for finite weights")
-        p.quantizer = fq.to(w.device)
-        p.quantizer_spec = {"name": name, "options": attrs.asdict(config)}
+        fq = _checked_quantizer(model, path, p, name, config, source)
+        p.set_quantizer(fq, {"name": name, "options": attrs.asdict(config)}, config, on=on)
         bits[path] = int(getattr(fq, "bits", 32))
     return bits
+
+
+def switch_on_quantizers(model: nn.Module, *, source: str = "quantizer") -> dict[str, int]:
+    """Switch on every pending quantizer, initialized in place from the weight as it is now
+    (pruned): the module and its parameter objects stay, so an optimizer holding them keeps
+    working. Returns bits per weight switched on."""
+    bits: dict[str, int] = {}
+    for path, p in compressed_weights(model):
+        pending = p.fake_quantizer
+        if pending is None or p.quantizer_on:
+            continue
+        assert p.quantizer_spec is not None
+        name = p.quantizer_spec["name"]
+        fresh = _checked_quantizer(model, path, p, name, p.quantizer_config, source)
+        try:
+            with torch.no_grad():
+                pending.load_state_dict(fresh.state_dict())
+        except RuntimeError as exc:
+            detail = str(exc).strip().splitlines()[-1].strip()
+            raise PluginError(f"{source} {name!r}: the state of the quantizer for {path} must have the same "
+                              f"shapes whatever the weight's values ({detail})") from None
+        p.quantizer_on = True
+        bits[path] = int(getattr(pending, "bits", 32))
+    return bits
+
+
+def _checked_quantizer(model: nn.Module, path: str, p: CompressedWeight, name: str, config: Any,
+                       source: str) -> nn.Module:
+    """``config.build`` on the masked weight at ``path``, after checking the quantizer contract."""
+    where = f"{source} {name!r}"
+    w = original(model, path).detach()
+    masked = torch.where(p.mask, w, w.new_zeros(()))
+    if not torch.isfinite(masked).all():
+        raise TargetError(f"{path}: weight contains NaN or Inf; cannot quantize it")
+    try:
+        fq = config.build(masked)
+        if not isinstance(fq, nn.Module):
+            raise PluginError(f"{where}: build() for {path} must return an nn.Module, got {type(fq).__name__}")
+        with torch.no_grad():
+            out = fq(masked)
+            zero_out = fq(torch.zeros_like(masked))
+    except SqueezerError:
+        raise
+    except Exception as exc:
+        raise PluginError(f"{where}: quantizer for {path} raised {type(exc).__name__}: {exc}") from exc
+    if not isinstance(out, torch.Tensor) or not isinstance(zero_out, torch.Tensor):
+        raise PluginError(f"{where}: quantizer for {path} must return a tensor, got {type(out).__name__}")
+    if out.shape != masked.shape or out.dtype != masked.dtype:
+        raise PluginError(
+            f"{where}: quantizer for {path} changed shape/dtype {tuple(masked.shape)} {masked.dtype} "
+            f"-> {tuple(out.shape)} {out.dtype}"
+        )
+    if bool((zero_out != 0).any()):
+        raise PluginError(f"{where}: quantizer for {path} does not map 0 to 0 (pruned weights would revive)")
+    if not torch.isfinite(out).all():
+        raise PluginError(f"{where}: quantizer for {path} returned NaN or Inf for finite weights")
+    return fq.to(w.device)
 
 
 def masks(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -309,7 +340,7 @@ def spec(model: nn.Module) -> dict[str, Any]:
     items = list(compressed_weights(model))
     return {
         "weights": [path for path, _ in items],
-        "quantizers": {path: p.quantizer_spec for path, p in items if p.quantizer_spec is not None},
+        "quantizers": {path: p.quantizer_spec for path, p in items if p.quantizer is not None},
     }
 
 

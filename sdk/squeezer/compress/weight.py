@@ -30,21 +30,54 @@ VIEWS: tuple[View, ...] = ("student", "teacher", "teacher_fp")
 
 
 class CompressedWeight(nn.Module):
-    """Parametrization ``W -> view(W)`` holding the mask buffer and the fake quantizer."""
+    """Parametrization ``W -> view(W)`` holding the mask buffer and the fake quantizer.
+
+    A quantizer may be *pending*: created when the weight was attached, so that its parameters
+    exist before any optimizer does, and switched on by the first pruning round, which
+    initializes it in place from the pruned weight. A pending quantizer leaves the weight as it
+    is (:attr:`quantizer` is ``None``); its parameters still enter the forward with a zero
+    coefficient, so DDP sees every parameter used and its gradients are exactly zero.
+    """
 
     mask: torch.Tensor
 
     def __init__(self, weight: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("mask", torch.ones_like(weight, dtype=torch.bool))
-        self.quantizer: nn.Module | None = None
+        # registered under one name whether pending or on, so a state_dict loads either way
+        self._modules["quantizer"] = None
+        self.quantizer_on = True
         # registry name and options of the quantizer, so a fresh model can be rebuilt (see spec())
         self.quantizer_spec: dict[str, Any] | None = None
+        self.quantizer_config: Any = None  # the registry's config object that built it
         self.view: View = "student"
+
+    @property
+    def quantizer(self) -> nn.Module | None:
+        """The fake quantizer applied in forward, or ``None`` (none, or one still pending)."""
+        module = self._modules["quantizer"]
+        return module if self.quantizer_on else None
+
+    @property
+    def fake_quantizer(self) -> nn.Module | None:
+        """The quantizer module whether pending or on."""
+        return self._modules["quantizer"]
+
+    def set_quantizer(self, module: nn.Module, spec: dict[str, Any], config: Any, *, on: bool = True) -> None:
+        """Install ``module``, built by the registry's ``config`` and described by ``spec`` (see
+        :func:`squeezer.compress.spec`); ``on=False`` leaves it pending."""
+        self._modules["quantizer"] = module
+        self.quantizer_spec, self.quantizer_config, self.quantizer_on = spec, config, on
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         kept = masked(self.mask, weight)
-        student = self.quantizer(kept) if self.quantizer is not None else kept
+        module = self._modules["quantizer"]
+        if module is None:
+            student = kept
+        elif self.quantizer_on:
+            student = module(kept)
+        else:
+            student = kept + _zero_touch(module)
         if self.view == "student":
             return student
         important = student if self.view == "teacher" else weight
@@ -53,6 +86,14 @@ class CompressedWeight(nn.Module):
     def extra_repr(self) -> str:
         density = self.mask.float().mean().item() if self.mask.numel() else 1.0
         return f"density={density:.4f}, view={self.view}"
+
+
+def _zero_touch(module: nn.Module) -> torch.Tensor | float:
+    """``0 * sum(parameters)``: exactly 0, with a (zero) gradient for every parameter."""
+    total: torch.Tensor | float = 0.0
+    for p in module.parameters():
+        total = total + p.sum() * 0.0
+    return total
 
 
 def compressed_weights(model: nn.Module) -> Iterator[tuple[str, CompressedWeight]]:

@@ -17,12 +17,12 @@ from squeezer.engine.params import (
     NO_DECAY,
     forget_pruned,
     fresh_state,
-    no_decay_on_originals,
+    no_decay_on_compressed,
     param_groups,
     split_parameters,
 )
 from squeezer.engine.pruner import Pruner
-from squeezer.engine.quantizers import attach_pending_quantizers, quantizer_chooser
+from squeezer.engine.quantizers import attach_pending_quantizers, quantizer_chooser, quantizer_parameters
 
 __all__ = [
     "NO_DECAY",
@@ -32,8 +32,9 @@ __all__ = [
     "fresh_state",
     "mutual_groups",
     "mutual_loss",
-    "no_decay_on_originals",
+    "no_decay_on_compressed",
     "param_groups",
     "quantizer_chooser",
+    "quantizer_parameters",
     "split_parameters",
 ]

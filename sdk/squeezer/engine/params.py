@@ -65,26 +65,30 @@ def fresh_state(optimizer: torch.optim.Optimizer, params: Iterable[torch.Tensor]
         optimizer.state.pop(p, None)
 
 
-#: marks the param groups :func:`no_decay_on_originals` created (drivers that replay groups on resume)
+#: marks the param groups :func:`no_decay_on_compressed` created (drivers that replay groups on resume)
 NO_DECAY = "squeezer_no_decay"
 
 
-def no_decay_on_originals(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
-    """Move the compressed weights' stored tensors out of param groups with weight decay into
-    groups without it (other hyperparameters kept; the new groups carry :data:`NO_DECAY`).
+def no_decay_on_compressed(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Move the compressed weights' stored tensors and the quantizers' parameters out of param
+    groups with weight decay into groups without it (other hyperparameters kept). Idempotent.
 
     Once a weight is pruned its stored tensor also holds the pruned-away entries (PQK's
-    unimportant weights, the teacher's in Phase 2), which no step updates and decay would shrink:
-    the recipe runner gives them no decay after the first round, and every driver does the same
-    through this function. Idempotent.
+    unimportant weights, the teacher's in Phase 2), which no step updates and decay would shrink;
+    quantizer step sizes get no decay in the recipe runner either. The runner builds its groups
+    so (:func:`param_groups`); a driver whose optimizer is the user's calls this after the first
+    round. The new groups carry :data:`NO_DECAY`.
     """
-    originals = {id(compress.original(model, path)) for path, _ in compressed_weights(model)}
+    from squeezer.engine.quantizers import quantizer_parameters
+
+    owned = {id(compress.original(model, path)) for path, _ in compressed_weights(model)}
+    owned |= {id(p) for p in quantizer_parameters(model)}
     for group in list(optimizer.param_groups):
         if not group.get("weight_decay", 0.0):
             continue
-        moved = [p for p in group["params"] if id(p) in originals]
+        moved = [p for p in group["params"] if id(p) in owned]
         if not moved:
             continue
-        group["params"] = [p for p in group["params"] if id(p) not in originals]
+        group["params"] = [p for p in group["params"] if id(p) not in owned]
         settings = {k: v for k, v in group.items() if k != "params"}
         optimizer.add_param_group({"params": moved, **settings, "weight_decay": 0.0, NO_DECAY: True})

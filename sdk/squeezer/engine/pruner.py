@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from squeezer import compress
-from squeezer.engine.params import forget_pruned
-from squeezer.engine.quantizers import attach_pending_quantizers
+from squeezer.engine.params import forget_pruned, fresh_state
+from squeezer.engine.quantizers import attach_pending_quantizers, quantizer_parameters
 from squeezer.errors import ConfigError
 from squeezer.recipe.configs import QuantizerChoice
 from squeezer.registry import Registry
@@ -49,8 +49,10 @@ class Pruner:
         """Run the next round: prune, forget the optimizer's state at newly pruned entries, then
         attach quantizers to the weights that have none (so they start from the pruned weights).
 
-        Returns the per-layer sparsity and the bits of the weights quantized now; the quantizers'
-        new parameters are the driver's to give to its optimizer (:func:`.params.param_groups`).
+        Quantizers made pending at attach time (:meth:`squeezer.Compression.attach`) are switched
+        on, initialized in place: their parameters are the ones the optimizer already holds, whose
+        state (left by zero gradients) is forgotten. Returns the per-layer sparsity and the bits
+        of the weights quantized now.
         """
         if self.done:
             raise ConfigError(f"all {len(self.schedule)} scheduled pruning rounds have run")
@@ -64,6 +66,9 @@ class Pruner:
         self.rounds_done += 1
         if optimizer is not None:
             forget_pruned(self.model, optimizer)
-        bits = {} if self.quantizer is None else attach_pending_quantizers(
-            self.model, self.registry, self.quantizer, self.quantizer_where)
+        bits = compress.switch_on_quantizers(self.model, source=self.quantizer_where)
+        if self.quantizer is not None:
+            bits |= attach_pending_quantizers(self.model, self.registry, self.quantizer, self.quantizer_where)
+        if optimizer is not None and bits:
+            fresh_state(optimizer, quantizer_parameters(self.model))
         return layers, bits

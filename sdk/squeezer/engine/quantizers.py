@@ -40,11 +40,17 @@ def quantizer_chooser(model: nn.Module, registry: Registry, choice: QuantizerCho
 
 
 def attach_pending_quantizers(model: nn.Module, registry: Registry, choice: QuantizerChoice,
-                              where: str) -> dict[str, int]:
-    """Attach quantizers to the compressed weights that have none yet; returns bits per newly
-    quantized weight."""
-    if all(p.quantizer is not None for _, p in compressed_weights(model)):
+                              where: str, *, on: bool = True) -> dict[str, int]:
+    """Attach quantizers to the compressed weights that have none yet (``on=False``: pending,
+    switched on by the first pruning round); returns bits per newly quantized weight."""
+    if all(p.fake_quantizer is not None for _, p in compressed_weights(model)):
         return {}
     choose = quantizer_chooser(model, registry, choice, where)
-    pending = {path for path, p in compressed_weights(model) if p.quantizer is None}
-    return compress.attach_quantizers(model, lambda path: choose(path) if path in pending else None)
+    pending = {path for path, p in compressed_weights(model) if p.fake_quantizer is None}
+    return compress.attach_quantizers(model, lambda path: choose(path) if path in pending else None, on=on)
+
+
+def quantizer_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The trainable parameters of every quantizer of ``model``, pending or on."""
+    return [q for _, p in compressed_weights(model) if p.fake_quantizer is not None
+            for q in p.fake_quantizer.parameters() if q.requires_grad]

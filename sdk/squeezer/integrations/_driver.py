@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from squeezer.compress.teacher import SelfTeacher
-from squeezer.engine import NO_DECAY, no_decay_on_originals
+from squeezer.engine import NO_DECAY, no_decay_on_compressed
 from squeezer.errors import ConfigError
 from squeezer.recipe.configs import MutualStage, PruneStage, Recipe, TrainStage
 from squeezer.registry import Registry
@@ -240,18 +240,26 @@ class Plan:
 
 
 class Driver:
-    """Per-step bookkeeping around a :class:`Compression` for a trainer that owns the optimizer."""
+    """Per-step bookkeeping around a :class:`Compression` for a trainer that owns the optimizer.
+
+    Every parameter compression trains exists from :meth:`Compression.attach` on (the quantizers,
+    pending until the first round), so the trainer's optimizer and DDP already hold them; the
+    driver only records the param groups the engine moves or adds (the first round takes the
+    stored weights and quantizer steps out of weight decay, Phase 2 adds the teacher's copies)
+    so that a resumed run can do the same, and extends the LR schedulers to them.
+    """
 
     def __init__(self, compression: Compression) -> None:
         self.compression = compression
-        self.added: list[torch.Tensor] = []  # parameters created during training (for DDP averaging)
+        self.added: list[torch.Tensor] = []  # parameters DDP does not know (the teacher's copies)
         #: average the new parameters' gradients across ranks as backward accumulates them,
         #: for trainers that clip gradients before any hook a callback gets (HF's Trainer)
         self.average_in_backward = False
-        self._pending: list[torch.Tensor] = []  # created while no optimizer was available
+        self._unlinked = False  # pruned while no optimizer was at hand
         self.done_at_epoch: int | None = None
         #: the param groups added to the trainer's optimizer, in order, for a resumed run to add
-        #: them again: ``{"kind": "params", "params": [names]}`` or ``{"kind": "mutual", "groups": n}``
+        #: them again: ``{"kind": "params", "params": [names]}``, ``{"kind": "no_decay"}`` or
+        #: ``{"kind": "mutual", "groups": n}``
         self.history: list[dict[str, Any]] = []
         #: the optimizer's number of param groups before the first one was added
         self.base_groups: int | None = None
@@ -262,26 +270,23 @@ class Driver:
         return self._prune(self.compression.prune_due, optimizer, schedulers, epoch - 1)
 
     def step(self, optimizer: Any, schedulers: Iterable[Any] = (), epoch: int = 0) -> bool:
-        """Count one optimizer step; returns True when it pruned. New parameters join
-        ``optimizer`` (now, or when one is first given) and ``schedulers`` drive them."""
+        """Count one optimizer step; returns True when it pruned."""
         return self._prune(self.compression.step, optimizer, schedulers, epoch)
 
     def _prune(self, advance: Callable[[torch.optim.Optimizer | None], object], optimizer: Any,
                schedulers: Iterable[Any], epoch: int) -> bool:
         comp = self.compression
         opt = unwrap_optimizer(optimizer)
-        schedulers = list(schedulers)
-        self._flush(opt, schedulers)
-        before = {id(p) for p in comp.model.parameters()}
         known = len(opt.param_groups) if opt is not None else 0
+        if opt is not None and self._unlinked:
+            comp.link_optimizer(opt)
+            self._unlinked = False
         pruned = advance(opt) is not None
-        new = [p for p in comp.model.parameters() if id(p) not in before and p.requires_grad]
-        self._track(new)
         if opt is None:
-            self._pending += new
+            self._unlinked |= pruned
         else:
             self._record(opt, known, "params")
-            cover_new_groups(opt, schedulers, known)
+            cover_new_groups(opt, list(schedulers), known)
         if pruned and comp.done and self.done_at_epoch is None:
             self.done_at_epoch = epoch
         return pruned
@@ -291,15 +296,6 @@ class Driver:
         if self.average_in_backward and _world_size() > 1:
             for p in params:
                 p.register_post_accumulate_grad_hook(_average_gradient)
-
-    def _flush(self, opt: torch.optim.Optimizer | None, schedulers: list[Any]) -> None:
-        if opt is None or not self._pending:
-            return
-        known = len(opt.param_groups)
-        opt.add_param_group({"params": self._pending})
-        self._pending = []
-        self._record(opt, known, "params")
-        cover_new_groups(opt, schedulers, known)
 
     def _record(self, opt: torch.optim.Optimizer, known: int, kind: str) -> None:
         """Note the param groups added to ``opt`` after its first ``known`` ones."""
@@ -325,7 +321,7 @@ class Driver:
             raise ConfigError("Phase 2 needs the trainer's optimizer, and none was found")
         schedulers = list(schedulers)
         known = len(opt.param_groups)
-        no_decay_on_originals(self.compression.model, opt)
+        no_decay_on_compressed(self.compression.model, opt)
         teacher = self.compression.self_teacher(opt, owns=settings.teacher_owns, quantized=settings.teacher_quantized)
         self._track([p for p in teacher.parameters() if p.requires_grad])
         self._record(opt, known, "mutual")

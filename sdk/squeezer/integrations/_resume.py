@@ -8,15 +8,15 @@ optimizer, and Phase 2's state (the epoch it started, the self-teacher's private
 
 A resumed run (a fresh model, callback and trainer) gets everything back in this order:
 
-1. the masks are attached before the trainer builds its optimizer, as in the first run;
-2. while the trainer loads the model's ``state_dict``, the quantizers' entries are set aside
-   (:class:`QuantizerStash`): the quantizers must not exist yet when the trainer builds its
-   optimizer, so that its param groups are the first run's;
-3. once the optimizer exists and before it loads its state (:meth:`Resumable._restore`): the
-   settings are compared, the quantizers rebuilt from the spec and loaded, the counters restored,
-   and the param groups the first run added are added again in the same order (the quantizers';
-   Phase 2: the stored weights without weight decay, the teacher's copies, whose values are
-   loaded), with the LR schedulers extended to cover them.
+1. the masks and the (pending) quantizers are attached before the trainer builds its optimizer,
+   as in the first run, so the trainer loads the model's ``state_dict`` as it saved it
+   (:class:`LoadWatch` refuses one without the masks);
+2. once the optimizer exists and before it loads its state (:meth:`Resumable._restore`): the
+   settings are compared, the quantizers the first run had switched on are switched on again
+   (their values are the loaded ones), the counters restored, and the param groups the first
+   run moved or added are again (the first round takes the stored weights and quantizer
+   parameters out of weight decay; Phase 2 adds the teacher's copies, whose values are loaded),
+   with the LR schedulers extended to cover them.
 
 Nothing here imports a trainer library.
 """
@@ -33,7 +33,7 @@ from torch import nn
 
 from squeezer import compress
 from squeezer.compress.weight import CompressedWeight, compressed_weights
-from squeezer.engine import no_decay_on_originals
+from squeezer.engine import no_decay_on_compressed
 from squeezer.errors import ConfigError
 from squeezer.integrations._driver import MutualPhase, Timeline, cover_new_groups, unwrap_optimizer
 
@@ -81,17 +81,15 @@ def _register_load_pre_hook(model: nn.Module, hook: Callable[..., None]) -> Any:
     return model._register_load_state_dict_pre_hook(hook, with_module=True)
 
 
-class QuantizerStash:
+class LoadWatch:
     """A ``load_state_dict`` pre-hook on the compressed model while a run may be resuming.
 
-    It sets aside the entries of quantizers that do not exist yet (they are loaded once restored),
-    and refuses a ``state_dict`` without the masks (one written without the callback), which a
+    It refuses a ``state_dict`` without the masks (one written without the callback), which a
     non-strict load would otherwise skip silently. ``on_load`` runs when one is loaded.
     """
 
     def __init__(self, model: nn.Module, owner: str, on_load: Callable[[], None] | None = None) -> None:
         self.model, self.owner, self.on_load = model, owner, on_load
-        self.tensors: dict[str, torch.Tensor] = {}
         self.loaded = False
         self._handle = _register_load_pre_hook(model, self._hook)
 
@@ -99,7 +97,7 @@ class QuantizerStash:
         self._handle.remove()
 
     def _hook(self, module: nn.Module, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
-        weights = {name: m for name, m in self.model.named_modules() if isinstance(m, CompressedWeight)}
+        weights = [name for name, m in self.model.named_modules() if isinstance(m, CompressedWeight)]
         if not weights:
             return
         missing = next((prefix + n + ".mask" for n in weights if prefix + n + ".mask" not in state_dict), None)
@@ -109,9 +107,6 @@ class QuantizerStash:
         if self.on_load is not None:
             self.on_load()
         self.loaded = True
-        pending = tuple(prefix + n + ".quantizer." for n, m in weights.items() if m.quantizer is None)
-        for key in [k for k in state_dict if pending and k.startswith(pending)]:
-            self.tensors[key[len(prefix):]] = state_dict.pop(key)
 
 
 class Resumable(MutualPhase):
@@ -122,7 +117,7 @@ class Resumable(MutualPhase):
 
     def _init_phase(self) -> None:
         super()._init_phase()
-        self._stash: QuantizerStash | None = None
+        self._stash: LoadWatch | None = None
         self._saved: dict[str, Any] | None = None  # the checkpoint's callback state, until training starts
         self._restored = False
 
@@ -182,7 +177,7 @@ class Resumable(MutualPhase):
         assert self._driver is not None
         self._unwatch()
         self._saved, self._restored = None, False
-        self._stash = QuantizerStash(self._driver.compression.model, self._owner, on_load)
+        self._stash = LoadWatch(self._driver.compression.model, self._owner, on_load)
 
     def _unwatch(self) -> None:
         if self._stash is not None:
@@ -225,15 +220,12 @@ class Resumable(MutualPhase):
             raise self._fail(f"the checkpoint compressed {len(saved_weights)} weights, the model has {len(weights)} "
                              f"(checkpoint {first[0]!r}, model {first[1]!r})")
         if any(p.quantizer is not None for _, p in compressed_weights(model)):
-            raise self._fail("the model already has quantizers; resume into a freshly built model")
+            raise self._fail("the model's quantizers are already on; resume into a freshly built model")
         base = state["base_groups"] if state["base_groups"] is not None else state["param_groups"]
         if base is not None and len(opt.param_groups) != base:
             raise self._fail(f"the trainer's optimizer has {len(opt.param_groups)} param groups, the checkpoint's "
                              f"had {base} before the callback added its own")
-        before = {id(p) for p in model.parameters()}
-        compress.restore(model, state["spec"], comp.registry)
-        driver._track([p for p in model.parameters() if id(p) not in before and p.requires_grad])
-        self._load_quantizers(model)
+        self._switch_on(model, state["spec"]["quantizers"])
         comp.steps, comp.rounds_done = int(state["steps"]), int(state["rounds_done"])
         driver.done_at_epoch = state["done_at_epoch"]
         self._replay(state["history"], opt, list(schedulers))
@@ -247,24 +239,15 @@ class Resumable(MutualPhase):
                              f"checkpoint's has {state['param_groups']}")
         self._saved, self._restored = state, True
 
-    def _load_quantizers(self, model: nn.Module) -> None:
-        stash = self._stash.tensors if self._stash is not None else {}
-        taken: set[str] = set()
-        for name, m in model.named_modules():
-            if not isinstance(m, CompressedWeight) or m.quantizer is None:
-                continue
-            prefix = f"{name}.quantizer."
-            own = {k[len(prefix):]: v for k, v in stash.items() if k.startswith(prefix)}
-            try:
-                m.quantizer.load_state_dict(own)
-            except RuntimeError as exc:
-                detail = str(exc).strip().splitlines()[-1].strip()
-                raise self._fail(f"the checkpoint's quantizer {name} does not load: {detail}") from None
-            taken.update(prefix + k for k in own)
-        left = sorted(set(stash) - taken)
-        if left:
-            raise self._fail(f"the checkpoint has quantizer state with no quantizer in its spec ({left[0]!r})")
-        stash.clear()
+    def _switch_on(self, model: nn.Module, quantizers: dict[str, Any]) -> None:
+        """Switch on the quantizers the checkpoint's run had on; their values are already loaded."""
+        weights = dict(compressed_weights(model))
+        for path, entry in quantizers.items():
+            p = weights[path]
+            if p.fake_quantizer is None or _json(p.quantizer_spec) != entry:
+                raise self._fail(f"the checkpoint's quantizer for {path} ({_show(entry)}) is not the one the "
+                                 f"callback attached ({_show(_json(p.quantizer_spec))})")
+            p.quantizer_on = True
 
     def _replay(self, history: list[dict[str, Any]], opt: torch.optim.Optimizer, schedulers: list[Any]) -> None:
         """Add the first run's param groups in its order (recording them for the next checkpoint)."""
@@ -281,7 +264,7 @@ class Resumable(MutualPhase):
                 driver._record(opt, known, "params")
                 cover_new_groups(opt, schedulers, known)
             elif entry["kind"] == "no_decay":
-                no_decay_on_originals(driver.compression.model, opt)
+                no_decay_on_compressed(driver.compression.model, opt)
                 driver._record(opt, known, "params")
                 cover_new_groups(opt, schedulers, known)
             elif entry["kind"] == "mutual" and self._plan.mutual is not None:

@@ -11,10 +11,12 @@
 What the callback does, on a :class:`squeezer.session.Compression` (built on the module, or on its
 submodule ``module=``, from the recipe's ``prune`` stage; or the one you pass):
 
-- ``setup``: masks on the targeted weights (before ``configure_optimizers`` and DDP wrapping);
+- ``setup``: masks and (pending) quantizers on the targeted weights, before ``configure_optimizers``
+  and DDP wrapping, so the optimizer and DDP hold every parameter compression trains;
 - ``on_train_start`` and after every optimizer step (``on_train_batch_end``; gradient accumulation
-  counts once): the pruning rounds now due, which add the quantizers' parameters to
-  ``trainer.optimizers[i]`` (and to its LR schedulers). From a recipe, the stages are laid on the
+  counts once): the pruning rounds now due. The first switches the quantizers on and moves the
+  stored weights and quantizer steps to a param group of ``trainer.optimizers[i]`` without weight
+  decay (its LR schedulers extended to it). From a recipe, the stages are laid on the
   epochs as ``squeezer run`` lays them (``train`` epochs, then each round followed by its
   ``epochs_per_round`` QAT epochs, then ``mutual``); otherwise a round every ``prune_every`` steps;
 - Phase 2 (with ``mutual``): from the recipe's ``mutual`` epoch (or the first epoch after the last
@@ -26,13 +28,13 @@ submodule ``module=``, from the recipe's ``prune`` stage; or the one you pass):
 
 Resuming (``trainer.fit(module, loader, ckpt_path=...)`` with a fresh module, callback and trainer):
 the callback's state is part of Lightning's checkpoint (``state_dict``). While Lightning loads the
-model's state (before ``configure_optimizers``) the quantizers' entries are set aside; after
+model's state (masks, weights, the quantizers' values; before ``configure_optimizers``); after
 ``configure_optimizers`` (``on_fit_start``, before Lightning loads the optimizer's state) the
-callback rebuilds the quantizers, restores its counters and Phase 2, and adds the param groups it
-had added, in the same order. See :mod:`squeezer.integrations._resume`.
+callback switches on the quantizers that were on, restores its counters and Phase 2, and moves or
+adds the param groups it had, in the same order. See :mod:`squeezer.integrations._resume`.
 
-Under DDP, the gradients of parameters created during training (quantizer step sizes, the teacher's
-copies), which the DDP wrapper does not know, are averaged across ranks before each optimizer step.
+Under DDP, the gradients of the teacher's private copies, created at Phase 2 and unknown to the DDP
+wrapper, are averaged across ranks before each optimizer step.
 """
 
 from __future__ import annotations

@@ -21,8 +21,10 @@ from a recipe's ``prune`` stage):
 - ``on_train_begin`` and ``on_step_end`` (after each optimizer step) run the pruning rounds now
   due: from a recipe, laid on the epochs as ``squeezer run`` lays them (``train`` epochs, then each
   round followed by its ``epochs_per_round`` QAT epochs, then ``mutual``); otherwise a round every
-  ``prune_every`` steps. The quantizers' parameters join the trainer's optimizer
-  (``kwargs["optimizer"]``, unwrapped from accelerate's wrapper; held back until one exists) and its LR scheduler;
+  ``prune_every`` steps. The quantizers exist (pending) from the masks on, so the trainer's optimizer
+  holds them; the first round switches them on and moves them and the stored weights to a param group
+  of the trainer's optimizer (``kwargs["optimizer"]``, unwrapped from accelerate's wrapper) without
+  weight decay, covered by its LR scheduler;
 - ``on_train_end``: the artifact, written by the main process only (``export=``).
 
 - Phase 2 (with ``mutual``: ``True``, a ``MutualStage``, or the recipe's ``mutual`` stage): from
@@ -37,9 +39,9 @@ from a recipe's ``prune`` stage):
 
 Resuming (``trainer.train(resume_from_checkpoint=...)`` with a fresh model, callback and trainer):
 the callback's state is saved in the optimizer's ``state_dict`` (``optimizer.pt``, key
-``"squeezer"``). While the Trainer loads the model's weights the quantizers' entries are set aside;
+``"squeezer"``). The Trainer loads the model's weights (the quantizers' values included);
 just before the optimizer loads its state (a ``load_state_dict`` pre-hook on the optimizer) the
-callback rebuilds the quantizers, restores its counters and Phase 2, and adds its param groups
+callback switches on the quantizers that were on, restores its counters and Phase 2, and adds its param groups
 again, extending the LR scheduler. The Trainer creates its optimizer out of a callback's reach, so
 the hook is put on it by :class:`SqueezerTrainer` / :class:`MutualLossMixin` (``create_optimizer``,
 ``create_scheduler``), or on the optimizer and scheduler given as ``Trainer(optimizers=...)``.
