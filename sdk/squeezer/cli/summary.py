@@ -56,7 +56,7 @@ def result_dict(result: Any, torch_save_bytes: int | None) -> dict[str, Any]:
         "dense_accuracy": result.dense_accuracy,
         "accuracy": result.accuracy,
         "sparsity": result.sparsity,
-        "stage_accuracy": dict(result.records.get("stage_accuracy", {})),
+        "stage_accuracy": dict(result.record.stage_accuracy),
         "layers": layers,
         "sizes": sizes,
         "artifact_report": report.to_dict() if report is not None else None,

@@ -13,7 +13,7 @@ from torch.nn.utils import parametrize
 from squeezer.compress.selection import global_masks, layer_mask
 from squeezer.compress.targets import Resolution, Targets, get_submodule_and_attr, resolve
 from squeezer.compress.weight import CompressedWeight, compressed_weights
-from squeezer.errors import PluginError, SqueezerError, TargetError
+from squeezer.errors import ArtifactError, PluginError, SqueezerError, TargetError
 
 
 def attach(model: nn.Module, targets: Targets | None = None) -> Resolution:
@@ -331,6 +331,10 @@ def _own_class(module: nn.Module) -> None:
     module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
 
 
+#: the format of :func:`spec`'s description; :func:`restore` refuses another, naming both
+SPEC_VERSION = 1
+
+
 def spec(model: nn.Module) -> dict[str, Any]:
     """JSON-able description of the compression structure (which weights, which quantizers).
 
@@ -339,6 +343,7 @@ def spec(model: nn.Module) -> dict[str, Any]:
     """
     items = list(compressed_weights(model))
     return {
+        "version": SPEC_VERSION,
         "weights": [path for path, _ in items],
         "quantizers": {path: p.quantizer_spec for path, p in items if p.quantizer is not None},
     }
@@ -346,6 +351,10 @@ def spec(model: nn.Module) -> dict[str, Any]:
 
 def restore(model: nn.Module, structure: Mapping[str, Any], registry: Any) -> None:
     """Rebuild on ``model`` the structure :func:`spec` described (strategies from ``registry``)."""
+    version = structure.get("version", SPEC_VERSION)  # descriptions before versioning had this layout
+    if version != SPEC_VERSION:
+        raise ArtifactError(f"compression structure: format version {version!r}, this squeezer reads "
+                            f"version {SPEC_VERSION}")
     attach_paths(model, list(structure["weights"]))
     quantizers: Mapping[str, Any] = structure.get("quantizers", {})
 

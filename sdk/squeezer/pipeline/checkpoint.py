@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
 import torch
 from safetensors.torch import save as st_save
 
@@ -120,9 +121,15 @@ def _number(v: Any, where: str) -> None:
 def check_spec(spec: Any, where: str = "spec") -> None:
     """The structure :func:`squeezer.compress.spec` writes and :func:`squeezer.compress.restore` reads:
     ``{"weights": [path, ...], "quantizers": {path: {"name": str, "options": {...}}}}``."""
+    from squeezer.compress.model import SPEC_VERSION
+
     _object(spec, where)
-    if set(spec) != SPEC_FIELDS:
-        raise ValueError(f"{where} must have exactly the fields 'quantizers' and 'weights', got {sorted(spec)}")
+    if set(spec) - {"version"} != SPEC_FIELDS:
+        raise ValueError(f"{where} must have exactly the fields 'quantizers' and 'weights' (and 'version'), "
+                         f"got {sorted(spec)}")
+    version = spec.get("version", SPEC_VERSION)
+    if version != SPEC_VERSION:
+        raise ValueError(f"{where}: format version {version!r}, this squeezer reads version {SPEC_VERSION}")
     weights = spec["weights"]
     if not isinstance(weights, list):
         raise ValueError(f"{where}.weights must be an array, got {_kind(weights)}")
@@ -141,23 +148,32 @@ def check_spec(spec: Any, where: str = "spec") -> None:
         _object(entry["options"], f"{at}.options")
 
 
-def _check_records(records: Any) -> None:
-    """Records are free-form JSON; the entries squeezer reads back are checked for type."""
-    _object(records, "records")
-    if "dense_accuracy" in records and records["dense_accuracy"] is not None:
-        _number(records["dense_accuracy"], "records.dense_accuracy")
-    for key, value in _object(records.get("stage_accuracy", {}), "records.stage_accuracy").items():
-        _number(value, f"records.stage_accuracy[{key!r}]")
-    for key, value in _object(records.get("bits", {}), "records.bits").items():
-        _count(value, f"records.bits[{key!r}]")
-    if "kd_teacher_spec" in records:
-        check_spec(records["kd_teacher_spec"], "records.kd_teacher_spec")
-    if "model_factory" in records:  # written by squeezer < 0.3; no longer read
-        factory = _object(records["model_factory"], "records.model_factory")
-        if set(factory) != {"factory", "options"}:
-            raise ValueError(f"records.model_factory must have exactly 'factory' and 'options', got {sorted(factory)}")
-        _string(factory["factory"], "records.model_factory.factory")
-        _object(factory["options"], "records.model_factory.options")
+def check_records(records: Any, where: str = "records") -> None:
+    """The run record (:class:`squeezer.pipeline.record.RunRecord`) as JSON: its version, its
+    fields and their types."""
+    from squeezer.pipeline.record import RETIRED, VERSION, RunRecord
+
+    _object(records, where)
+    version = records.get("version", VERSION)  # records before versioning had this layout
+    if version != VERSION:
+        raise ValueError(f"{where}: format version {version!r}, this squeezer reads version {VERSION}")
+    unknown = sorted(set(records) - {a.name for a in attrs.fields(RunRecord)} - RETIRED - {"version"})
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {unknown}")
+    targets = records.get("targets")
+    if targets is not None:
+        if not isinstance(targets, list):
+            raise ValueError(f"{where}.targets must be an array, got {_kind(targets)}")
+        for i, path in enumerate(targets):
+            _string(path, f"{where}.targets[{i}]")
+    if records.get("dense_accuracy") is not None:
+        _number(records["dense_accuracy"], f"{where}.dense_accuracy")
+    for key, value in _object(records.get("stage_accuracy", {}), f"{where}.stage_accuracy").items():
+        _number(value, f"{where}.stage_accuracy[{key!r}]")
+    for key, value in _object(records.get("bits", {}), f"{where}.bits").items():
+        _count(value, f"{where}.bits[{key!r}]")
+    if records.get("kd_teacher_spec") is not None:
+        check_spec(records["kd_teacher_spec"], f"{where}.kd_teacher_spec")
 
 
 def check_meta(meta: Any) -> None:
@@ -169,7 +185,7 @@ def check_meta(meta: Any) -> None:
         raise ValueError(f"unknown field(s) {unknown} / missing field(s) {missing}")
     stage, epoch, step = (_count(meta[f], f) for f in ("stage", "epoch", "step"))
     check_spec(meta["spec"])
-    _check_records(meta["records"])
+    check_records(meta["records"])
     for key, value in _object(meta["optim_scalars"], "optim_scalars").items():
         if not (value is None or isinstance(value, bool | int | float | str)):
             raise ValueError(f"optim_scalars[{key!r}] must be a number, string, boolean or null, got {_kind(value)}")

@@ -11,6 +11,7 @@ from torch import nn
 
 from squeezer.pipeline.distributed import DistInfo
 from squeezer.pipeline.events import Sink
+from squeezer.pipeline.record import RunRecord
 from squeezer.recipe.configs import Optim, Recipe
 from squeezer.registry import Registry
 
@@ -27,7 +28,7 @@ class Context:
     device: torch.device
     sink: Sink
     out_dir: Path
-    records: dict[str, Any] = attrs.field(factory=dict)
+    record: RunRecord = attrs.field(factory=RunRecord)
     dist: DistInfo = attrs.field(factory=DistInfo)
     recipe_hash: str = ""
 

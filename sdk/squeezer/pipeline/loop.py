@@ -126,7 +126,7 @@ def run_stage(ctx: Context, index: int, state: State | None, stop: _StopFlag) ->
                 raise Interrupted(path)
     runner.finish()
     accuracy = evaluate(ctx.model, ctx.val_loader, ctx.device)[1]
-    ctx.records.setdefault("stage_accuracy", {})[str(index)] = accuracy
+    ctx.record.stage_accuracy[str(index)] = accuracy
     ctx.sink(StageEnded(index, cfg.label, accuracy))
     path = save(ctx, None, None, {}, index + 1, 0)
     if distributed.any_rank(stop.requested, ctx.dist, ctx.device) and index + 1 < len(ctx.recipe.stages):
@@ -196,7 +196,7 @@ def save(ctx: Context, runner: StageRunner | None, optimizer: torch.optim.Optimi
             "epoch": epoch,
             "step": step,
             "spec": compress.spec(ctx.model),
-            "records": ctx.records,
+            "records": ctx.record.to_json(),
             "optim_scalars": scalars,
             "recipe_hash": ctx.recipe_hash,
             "recipe": recipe_to_dict(ctx.recipe),

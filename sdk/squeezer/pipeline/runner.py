@@ -21,6 +21,7 @@ from squeezer.pipeline.events import RunStarted, Sink, discard
 from squeezer.pipeline.loop import CHECKPOINT, Interrupted, graceful_sigint, run_stage
 from squeezer.pipeline.outdir import OutputLock, has_user_content, remove_own_files
 from squeezer.pipeline.rebuild import artifact_info, build_loaders, factory_at, final_factory, restore_model
+from squeezer.pipeline.record import RunRecord
 from squeezer.pipeline.training import evaluate
 from squeezer.plugin_manager import load_registry
 from squeezer.recipe.configs import Factory, Recipe
@@ -42,7 +43,7 @@ class RunResult:
     accuracy: float
     sparsity: float
     layers: tuple[tuple[str, int, int, int], ...]  # (parameter, numel, nonzeros, bits)
-    records: dict[str, Any]
+    record: RunRecord
     report: Any = None  # squeezer.artifact.ArtifactReport
     model: nn.Module | None = attrs.field(default=None, repr=False, eq=False)  # the trained student
 
@@ -150,7 +151,7 @@ def resolve_device(name: str) -> torch.device:
 
 def _context(recipe: Recipe, registry: Registry, device: torch.device, sink: Sink, out_dir: Path,
              state: tuple[dict[str, torch.Tensor], dict[str, Any]] | None) -> Context:
-    records: dict[str, Any] = dict(state[1]["records"]) if state else {}
+    record = RunRecord.from_json(state[1]["records"]) if state else RunRecord()
     if state is None:
         model = build_module(recipe.model, "model")
     else:  # the user's recipe (its hash matched the checkpoint's), so its factories are trusted
@@ -159,7 +160,7 @@ def _context(recipe: Recipe, registry: Registry, device: torch.device, sink: Sin
     model = model.to(device)
     checks.first_batch(model, train_loader, device, factory_at(recipe, state[1]["stage"] if state else 0)[0].factory,
                        recipe.data.factory)
-    return Context(recipe, registry, model, train_loader, val_loader, device, sink, out_dir, records)
+    return Context(recipe, registry, model, train_loader, val_loader, device, sink, out_dir, record)
 
 
 def _finish(ctx: Context, export: bool) -> RunResult:
@@ -178,8 +179,8 @@ def _finish(ctx: Context, export: bool) -> RunResult:
         info = artifact_info(ctx.recipe)
         report = export_artifact(model, artifact_path, info=info)
         _verify_export(ctx, model, artifact_path, factory)
-    return RunResult(ctx.out_dir, artifact_path, ctx.records.get("dense_accuracy"), accuracy,
-                     compress.sparsity(model), tuple(layers), ctx.records, report, model)
+    return RunResult(ctx.out_dir, artifact_path, ctx.record.dense_accuracy, accuracy,
+                     compress.sparsity(model), tuple(layers), ctx.record, report, model)
 
 
 def _verify_export(ctx: Context, model: nn.Module, path: Path, factory: Factory) -> None:

@@ -160,6 +160,10 @@ STAGE_TYPES: dict[str, type[Stage]] = {
 }
 
 
+#: the recipe format this squeezer reads
+RECIPE_VERSION = 1
+
+
 @attrs.frozen(kw_only=True)
 class Recipe:
     """A whole compression recipe."""
@@ -172,6 +176,7 @@ class Recipe:
     seed: int = _help("random seed", default=0)
     output_dir: str = _help("where checkpoints and the artifact go", default="squeezer-out")
     device: str = _help("'auto', 'cpu', 'cuda', ...", default="auto")
+    version: int = _help("the recipe format version; a recipe of another version is refused", default=RECIPE_VERSION)
     sync_batchnorm: bool = _help(
         "under torchrun, convert BatchNorm layers to SyncBatchNorm (CUDA only; no effect in one process)",
         default=False)

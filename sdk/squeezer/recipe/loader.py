@@ -18,6 +18,7 @@ import attrs
 from squeezer import contracts
 from squeezer.errors import ConfigError
 from squeezer.recipe.configs import (
+    RECIPE_VERSION,
     STAGE_TYPES,
     DistillStage,
     MutualStage,
@@ -74,6 +75,10 @@ def recipe_from_dict(data: Mapping[str, Any], *, source: str = "<recipe>") -> Re
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: a recipe must be a table")
     data = dict(data)
+    version = data.get("version", RECIPE_VERSION)
+    if version != RECIPE_VERSION:
+        raise ConfigError(f"{source}: version: the recipe has format version {_short(version)}, this squeezer "
+                          f"reads version {RECIPE_VERSION}")
     for section in ("model", "data"):
         if section in data and isinstance(data[section], Mapping):
             data[section] = _factory_table(data[section], section, source)

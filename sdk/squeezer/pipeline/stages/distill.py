@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from squeezer import compress
+from squeezer.errors import ArtifactError
 from squeezer.factories import build_module
 from squeezer.pipeline.rebuild import factory_at
 from squeezer.pipeline.stages.base import StageRunner, distillation_loss
@@ -27,14 +28,18 @@ class DistillRunner(StageRunner):
 
     def prepare(self, resuming: bool) -> None:
         # The teacher is the model as the previous stage left it. On resume the current model is
-        # already the student, so the teacher is rebuilt from the model's factory and the structure recorded in
-        # extra_meta(); the runner then loads its state through extra_modules().
+        # already the student, so the teacher is rebuilt from the model's factory and the structure
+        # in the run record; the runner then loads its state through extra_modules().
         if resuming:
+            spec = self.ctx.record.kd_teacher_spec
+            if spec is None:
+                raise ArtifactError(f"{self.ctx.out_dir / 'checkpoints'}: the checkpoint stops inside "
+                                    f"stages[{self.index}] (distill) but records no teacher structure")
             teacher = build_module(*factory_at(self.ctx.recipe, self.index))
-            compress.restore(teacher, self.ctx.records["kd_teacher_spec"], self.ctx.registry)
+            compress.restore(teacher, spec, self.ctx.registry)
         else:
             teacher = copy.deepcopy(self.ctx.model)
-            self.ctx.records["kd_teacher_spec"] = compress.spec(teacher)
+            self.ctx.record.kd_teacher_spec = compress.spec(teacher)
         self.teacher = teacher.to(self.ctx.device).eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)

@@ -65,13 +65,11 @@ class PruneRunner(StageRunner):
         self.pruner.model, self.pruner.rounds_done = self.ctx.model, r  # rounds are laid on epochs (resume)
         grads = self._gradients() if self.pruner.needs_gradients else None
         layers, bits = self.pruner.round(optimizer, grads)
-        if bits:
-            self.ctx.records.setdefault("bits", {}).update(bits)
+        self.ctx.record.bits.update(bits)
         self.ctx.sink(Pruned(
             self.index, r, self.schedule[r], compress.sparsity(self.ctx.model),
             tuple((layer.name, layer.target, layer.achieved) for layer in layers),
         ))
-        self.ctx.records["layers"] = [(layer.name, layer.numel, layer.zeros) for layer in layers]
 
     def _gradients(self) -> dict[str, torch.Tensor]:
         """Accumulate dL/dW over calibration batches, for gradient-based importance criteria."""

@@ -16,15 +16,15 @@ def attach_quantizers_once(ctx: Context, choice: QuantizerChoice, where: str) ->
     if all(p.quantizer is not None for _, p in compressed_weights(ctx.model)):
         return {}
     bits = attach_pending_quantizers(ctx.model, ctx.registry, choice, where)
-    ctx.records.setdefault("bits", {}).update(bits)
+    ctx.record.bits.update(bits)
     return bits
 
 
 def attach_targets(ctx: Context) -> None:
     """Attach masks to the recipe's targets (idempotent) and report what was skipped."""
     resolution = compress.attach(ctx.model, ctx.recipe.targets)
-    if "targets" not in ctx.records:
-        ctx.records["targets"] = list(resolution.targets)
+    if ctx.record.targets is None:
+        ctx.record.targets = list(resolution.targets)
         by_reason: dict[str, list[str]] = {}
         for skipped in resolution.skipped:
             by_reason.setdefault(skipped.reason, []).append(skipped.name)

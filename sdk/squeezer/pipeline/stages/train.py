@@ -7,8 +7,8 @@ class TrainRunner(StageRunner):
     """Cross-entropy training; masks and quantizers already attached keep applying."""
 
     def finish(self) -> None:
-        if "dense_accuracy" not in self.ctx.records and not _compressed(self):
-            self.ctx.records["dense_accuracy"] = self.accuracy()
+        if self.ctx.record.dense_accuracy is None and not _compressed(self):
+            self.ctx.record.dense_accuracy = self.accuracy()
 
 
 def _compressed(runner: StageRunner) -> bool:
