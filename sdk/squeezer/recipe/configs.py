@@ -22,6 +22,23 @@ def _help(text: str, **kwargs: Any) -> Any:
     return attrs.field(metadata={"help": text}, **kwargs)
 
 
+def _plugin(extension: str, text: str, **kwargs: Any) -> Any:
+    """A stage field naming a strategy of ``extension`` (a registry kind); the loader checks every
+    such field against the registry (:func:`plugin_fields`)."""
+    return attrs.field(metadata={"help": text, "extension": extension}, **kwargs)
+
+
+def plugin_fields(stage: Any) -> list[tuple[str, str, Any]]:
+    """``(field name, extension, value)`` of every strategy ``stage`` names (``None`` values left out)."""
+    out = []
+    for field in attrs.fields(type(stage)):
+        extension = field.metadata.get("extension")
+        value = getattr(stage, field.name)
+        if extension is not None and value is not None:
+            out.append((field.name, extension, value))
+    return out
+
+
 @attrs.frozen(kw_only=True)
 class Strategy:
     """A plugin choice: the registered ``name`` and its options (validated by the plugin)."""
@@ -102,9 +119,10 @@ class PruneStage(Stage):
     """Iterative pruning: per round, prune to the scheduled sparsity, then train (QAT if a quantizer is set)."""
 
     TYPE: ClassVar[str] = "prune"
-    importance: Strategy = _help("importance criterion", factory=lambda: Strategy(name="l1"))
-    scheduler: Strategy = _help("sparsity scheduler (its target is the final sparsity)")
-    quantizer: QuantizerChoice | None = _help("quantizer for QAT between rounds (none: prune only)", default=None)
+    importance: Strategy = _plugin("importance", "importance criterion", factory=lambda: Strategy(name="l1"))
+    scheduler: Strategy = _plugin("scheduler", "sparsity scheduler (its target is the final sparsity)")
+    quantizer: QuantizerChoice | None = _plugin("quantizer", "quantizer for QAT between rounds (none: prune only)",
+                                                default=None)
     scope: str = _help("'global' (rank all weights together) or 'layer'", default="global",
                        validator=attrs.validators.in_(("global", "layer")))
     min_density: float = _help(
@@ -124,7 +142,7 @@ class QuantizeStage(Stage):
     """Quantization-aware training without pruning: attach quantizers, then train."""
 
     TYPE: ClassVar[str] = "quantize"
-    quantizer: QuantizerChoice = _help("the quantizer")
+    quantizer: QuantizerChoice = _plugin("quantizer", "the quantizer")
 
 
 @attrs.frozen(kw_only=True)
@@ -132,8 +150,8 @@ class MutualStage(Stage):
     """PQK Phase 2: the pruned, quantized student and its self-teacher (student + unimportant weights)."""
 
     TYPE: ClassVar[str] = "mutual"
-    distillation: Strategy = _help("distillation loss, applied in both directions",
-                                   factory=lambda: Strategy(name="hinton"))
+    distillation: Strategy = _plugin("distillation_loss", "distillation loss, applied in both directions",
+                                     factory=lambda: Strategy(name="hinton"))
     warmup_epochs: int = _help("epochs of cross-entropy only before mutual KD", default=1, validator=_epochs)
     kd_weight: float = _help("weight of the distillation term", default=1.0, validator=attrs.validators.ge(0.0))
     teacher_quantized: bool = _help("teacher sees important weights quantized (else full precision)", default=True)
@@ -150,7 +168,7 @@ class DistillStage(Stage):
     """Plain KD: a frozen copy of the current model teaches a fresh student."""
 
     TYPE: ClassVar[str] = "distill"
-    distillation: Strategy = _help("distillation loss", factory=lambda: Strategy(name="hinton"))
+    distillation: Strategy = _plugin("distillation_loss", "distillation loss", factory=lambda: Strategy(name="hinton"))
     kd_weight: float = _help("weight of the distillation term", default=1.0, validator=attrs.validators.ge(0.0))
     student: Factory | None = _help("student model factory (default: a fresh [model])", default=None)
 

@@ -21,12 +21,12 @@ from squeezer.recipe.configs import (
     RECIPE_VERSION,
     STAGE_TYPES,
     DistillStage,
-    MutualStage,
     Optim,
     PruneStage,
     QuantizeStage,
     Recipe,
     Stage,
+    plugin_fields,
 )
 from squeezer.registry import Registry
 
@@ -286,23 +286,15 @@ def check_strategies(recipe: Recipe, registry: Registry) -> None:
     check_stage_order(recipe)
     src = recipe.source
     for i, stage in enumerate(recipe.stages):
-        path = f"{src}: stages[{i}]"
-        if isinstance(stage, PruneStage):
-            registry.create("importance", stage.importance.name, stage.importance.options,
-                            where=f"{path}.importance")
-            sched = registry.create("scheduler", stage.scheduler.name, stage.scheduler.options,
-                                    where=f"{path}.scheduler")
-            _check_schedule(sched, f"{path}.scheduler ({stage.scheduler.name})")
-        if isinstance(stage, PruneStage | QuantizeStage) and stage.quantizer is not None:
-            q = stage.quantizer
-            registry.create("quantizer", q.name, q.options, where=f"{path}.quantizer")
-            for j, o in enumerate(q.overrides):
+        for field, extension, choice in plugin_fields(stage):
+            where = f"{src}: stages[{i}].{field}"
+            strategy = registry.create(extension, choice.name, choice.options, where=where)
+            if extension == "scheduler":
+                _check_schedule(strategy, f"{where} ({choice.name})")
+            for j, o in enumerate(getattr(choice, "overrides", ())):  # a quantizer's per-layer options
                 if not o.skip:
-                    registry.create("quantizer", q.name, {**q.options, **o.options},
-                                    where=f"{path}.quantizer.overrides[{j}]")
-        if isinstance(stage, MutualStage | DistillStage):
-            registry.create("distillation_loss", stage.distillation.name, stage.distillation.options,
-                            where=f"{path}.distillation")
+                    registry.create(extension, choice.name, {**choice.options, **o.options},
+                                    where=f"{where}.overrides[{j}]")
 
 
 def _check_schedule(scheduler: Any, where: str) -> list[float]:

@@ -7,12 +7,9 @@ from squeezer.pipeline.stages.prune import PruneRunner
 from squeezer.pipeline.stages.quantize import QuantizeRunner
 from squeezer.pipeline.stages.train import TrainRunner
 
+#: stage type -> its runner; every stage type of the recipe schema has one (tests/pipeline/test_stages.py)
 RUNNERS: dict[str, type[StageRunner]] = {
-    "train": TrainRunner,
-    "prune": PruneRunner,
-    "quantize": QuantizeRunner,
-    "mutual": MutualRunner,
-    "distill": DistillRunner,
+    runner.CONFIG.TYPE: runner for runner in (TrainRunner, PruneRunner, QuantizeRunner, MutualRunner, DistillRunner)
 }
 
 __all__ = ["RUNNERS", "StageRunner"]

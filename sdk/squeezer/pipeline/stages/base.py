@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -15,7 +15,12 @@ from squeezer.recipe.configs import Stage, Strategy
 
 
 class StageRunner:
-    """Default behaviour: plain supervised training of the model as it is."""
+    """Default behaviour: plain supervised training of the model as it is.
+
+    A runner names the config class it runs (``CONFIG``); its ``TYPE`` is the recipe's stage type.
+    """
+
+    CONFIG: ClassVar[type[Stage]]
 
     def __init__(self, ctx: Context, cfg: Stage, index: int) -> None:
         self.ctx, self.cfg, self.index = ctx, cfg, index

@@ -19,6 +19,7 @@ from squeezer.recipe.configs import DistillStage
 
 
 class DistillRunner(StageRunner):
+    CONFIG = DistillStage
     cfg: DistillStage
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -36,6 +36,7 @@ class StudentAndTeacher(nn.Module):
 
 
 class MutualRunner(StageRunner):
+    CONFIG = MutualStage
     cfg: MutualStage
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

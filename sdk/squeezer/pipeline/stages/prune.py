@@ -22,6 +22,7 @@ from squeezer.recipe.loader import checked_schedule
 
 
 class PruneRunner(StageRunner):
+    CONFIG = PruneStage
     cfg: PruneStage
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -36,6 +36,7 @@ def attach_targets(ctx: Context) -> None:
 class QuantizeRunner(StageRunner):
     """Attach the stage's quantizer to every compressed weight, then train (QAT)."""
 
+    CONFIG = QuantizeStage
     cfg: QuantizeStage
 
     def prepare(self, resuming: bool) -> None:

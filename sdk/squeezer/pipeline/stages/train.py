@@ -1,10 +1,13 @@
 """``train``: supervised training of the model as it is (dense, or fine-tuning a compressed net)."""
 
 from squeezer.pipeline.stages.base import StageRunner
+from squeezer.recipe.configs import TrainStage
 
 
 class TrainRunner(StageRunner):
     """Cross-entropy training; masks and quantizers already attached keep applying."""
+
+    CONFIG = TrainStage
 
     def finish(self) -> None:
         if self.ctx.record.dense_accuracy is None and not _compressed(self):
