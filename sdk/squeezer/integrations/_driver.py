@@ -8,7 +8,6 @@ Nothing here imports a trainer library.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -18,6 +17,7 @@ from torch import nn
 
 from squeezer.compress.teacher import SelfTeacher
 from squeezer.engine import NO_DECAY, no_decay_on_compressed
+from squeezer.engine.schedule import Schedule, kd_weight
 from squeezer.errors import ConfigError
 from squeezer.recipe.configs import MutualStage, PruneStage, Recipe, TrainStage
 from squeezer.registry import Registry
@@ -131,39 +131,6 @@ def _check_stages(recipe: Recipe) -> PruneStage:
     return prunes[0]
 
 
-@attrs.frozen
-class Timeline:
-    """A recipe's stages on a trainer's epochs, as ``squeezer run`` lays them out: ``train``
-    epochs first, then pruning round ``r`` at the start of epoch ``prune_epoch + r *
-    epochs_per_round`` (so every round, the last included, is followed by its QAT epochs), then
-    Phase 2 from ``mutual_epoch``. The trainer's optimizer and LR schedule stay the user's."""
-
-    prune_epoch: int
-    epochs_per_round: int
-    mutual_epoch: int | None
-    total_epochs: int
-
-    @classmethod
-    def of(cls, recipe: Recipe, rounds: int) -> Timeline:
-        epoch, prune_epoch, per, mutual_epoch = 0, 0, 0, None
-        for stage in recipe.stages:
-            if isinstance(stage, PruneStage):
-                prune_epoch, per = epoch, stage.epochs_per_round
-                epoch += rounds * per
-            elif isinstance(stage, MutualStage):
-                mutual_epoch = epoch
-                epoch += stage.warmup_epochs + stage.epochs
-            else:
-                epoch += stage.epochs
-        return cls(prune_epoch=prune_epoch, epochs_per_round=per, mutual_epoch=mutual_epoch, total_epochs=epoch)
-
-    def check_fits(self, epochs: float | None, owner: str) -> None:
-        """Warn when the trainer stops before the recipe's stages end."""
-        if epochs is not None and 0 < epochs < self.total_epochs:
-            warnings.warn(f"{owner}: the recipe's stages span {self.total_epochs} epochs but the trainer runs "
-                          f"{epochs:g}; the later rounds or Phase 2 will not run", stacklevel=3)
-
-
 class Plan:
     """How to build the :class:`Compression` once the model exists, and Phase 2's settings."""
 
@@ -177,7 +144,7 @@ class Plan:
         self.prune_stage: PruneStage | None = None
         self.registry = registry
         self.prune_every = prune_every
-        self.timeline: Timeline | None = None
+        self.timeline: Schedule | None = None
         recipe_mutual: MutualStage | None = None
         if isinstance(source, Compression):
             if prune_every is not None:
@@ -228,15 +195,14 @@ class Plan:
 
     def set_steps_per_epoch(self, steps: float | None) -> None:
         """From a recipe without an explicit ``prune_every``: lay its stages on the trainer's epochs
-        of ``steps`` optimizer steps, as ``squeezer run`` runs them (see :class:`Timeline`)."""
+        of ``steps`` optimizer steps, as ``squeezer run`` runs them (:class:`squeezer.engine.schedule.Schedule`)."""
         if self.prune_every is not None or self.recipe is None or self.compression is None:
             return
         if steps is None or steps != steps or steps in (float("inf"),) or steps < 1:
             raise ConfigError("prune_every: the number of steps per epoch is unknown (a data loader without "
                               "len()); pass prune_every= to the callback")
-        self.timeline = Timeline.of(self.recipe, len(self.compression.schedule))
-        self.compression.prune_start = self.timeline.prune_epoch * int(steps)
-        self.compression.prune_every = self.timeline.epochs_per_round * int(steps)
+        self.timeline = Schedule.of(self.recipe, len(self.compression.schedule))
+        self.compression.prune_start, self.compression.prune_every = self.timeline.prune_steps(int(steps))
 
 
 class Driver:
@@ -377,10 +343,10 @@ class MutualPhase:
         raise NotImplementedError
 
     def _kd_weight_at(self, epoch: int | None) -> float:
-        settings = self._plan.mutual
-        if settings is None or self._mutual_epoch is None or epoch is None:
+        stage = self._plan.mutual_stage
+        if stage is None or self._mutual_epoch is None or epoch is None:
             return 0.0
-        return settings.kd_weight if epoch - self._mutual_epoch >= settings.warmup_epochs else 0.0
+        return kd_weight(stage, epoch - self._mutual_epoch)
 
     def mutual_loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                     targets: torch.Tensor) -> torch.Tensor:

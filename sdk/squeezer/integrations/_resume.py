@@ -34,8 +34,9 @@ from torch import nn
 from squeezer import compress
 from squeezer.compress.weight import CompressedWeight, compressed_weights
 from squeezer.engine import no_decay_on_compressed
+from squeezer.engine.schedule import Schedule
 from squeezer.errors import ConfigError
-from squeezer.integrations._driver import MutualPhase, Timeline, cover_new_groups, unwrap_optimizer
+from squeezer.integrations._driver import MutualPhase, cover_new_groups, unwrap_optimizer
 
 #: the version of the callback state; a checkpoint with another one is refused
 VERSION = 1
@@ -138,7 +139,7 @@ class Resumable(MutualPhase):
             "mutual": attrs.asdict(plan.mutual) if plan.mutual is not None else None,
         }
         if plan.recipe is not None and plan.prune_every is None:
-            timeline = Timeline.of(plan.recipe, len(comp.schedule))
+            timeline = Schedule.of(plan.recipe, len(comp.schedule))
             settings["stages"] = {"prune_epoch": timeline.prune_epoch, "epochs_per_round": timeline.epochs_per_round,
                                   "mutual_epoch": timeline.mutual_epoch}
         out: dict[str, Any] = _json(settings)

@@ -16,6 +16,7 @@ from torch import nn
 
 from squeezer.compress.teacher import SelfTeacher
 from squeezer.engine import mutual_groups, mutual_loss
+from squeezer.engine.schedule import kd_weight
 from squeezer.pipeline.stages.base import StageRunner, distillation_loss
 from squeezer.pipeline.training import batch_to, evaluate, forward
 from squeezer.recipe.configs import MutualStage
@@ -66,8 +67,7 @@ class MutualRunner(StageRunner):
     def step(self, net: nn.Module, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
         x, y = batch_to(batch, self.ctx.device)
         s_logits, t_logits = net(x)
-        kd_weight = self.cfg.kd_weight if epoch >= self.cfg.warmup_epochs else 0.0
-        loss, parts = mutual_loss(s_logits, t_logits, y, self.loss, kd_weight)
+        loss, parts = mutual_loss(s_logits, t_logits, y, self.loss, kd_weight(self.cfg, epoch))
         # the student's CE and KD apart: their sum jumps when KD starts, which is no divergence
         shown = ("student_ce", "student_kd", "teacher_loss")
         return loss, {k: parts[k] for k in shown if k in parts}

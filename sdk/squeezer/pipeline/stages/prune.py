@@ -13,6 +13,7 @@ from torch import nn
 from squeezer import compress
 from squeezer.compress.weight import compressed_weights
 from squeezer.engine import Pruner
+from squeezer.engine.schedule import prune_epochs, rounds_before
 from squeezer.pipeline.events import Pruned
 from squeezer.pipeline.stages.base import StageRunner
 from squeezer.pipeline.stages.quantize import attach_targets
@@ -41,7 +42,7 @@ class PruneRunner(StageRunner):
         )
 
     def epochs(self) -> int:
-        return len(self.schedule) * self.cfg.epochs_per_round
+        return prune_epochs(len(self.schedule), self.cfg.epochs_per_round)
 
     def progress(self, epoch: int, step: int, steps: int) -> float:
         per = max(1, self.cfg.epochs_per_round)  # cosine restarts every round: recover, then prune again
@@ -53,14 +54,13 @@ class PruneRunner(StageRunner):
         attach_targets(self.ctx)
         # The first round runs here, before the optimizer exists, so that the quantizers it
         # attaches (initialized from the pruned weights) have their step sizes trained.
-        rounds = len(self.schedule) if self.cfg.epochs_per_round == 0 else 1
-        for r in range(rounds):
+        for r in rounds_before(0, len(self.schedule), self.cfg.epochs_per_round):
             self._prune_round(r, None)
 
     def before_epoch(self, epoch: int, optimizer: torch.optim.Optimizer | None) -> None:
-        per = self.cfg.epochs_per_round
-        if per and epoch % per == 0 and epoch > 0:
-            self._prune_round(epoch // per, optimizer)
+        if epoch > 0:  # epoch 0's rounds ran in prepare()
+            for r in rounds_before(epoch, len(self.schedule), self.cfg.epochs_per_round):
+                self._prune_round(r, optimizer)
 
     def _prune_round(self, r: int, optimizer: torch.optim.Optimizer | None) -> None:
         self.pruner.model, self.pruner.rounds_done = self.ctx.model, r  # rounds are laid on epochs (resume)
