@@ -8,7 +8,8 @@ Nothing here imports a trainer library.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -317,6 +318,34 @@ class MutualPhase:
 
     _plan: Plan
     module: str | None
+    export_path: str | os.PathLike[str] | None
+    export_info: dict[str, Any]
+
+    def _configure(self, source: Source, module: str | None, prune_every: int | None,
+                   mutual: bool | MutualStage | None, export: str | os.PathLike[str] | None,
+                   export_info: Mapping[str, Any] | None, registry: Registry | None) -> None:
+        """The constructor arguments both callbacks take (see their docstrings)."""
+        if isinstance(source, Compression) and module is not None:
+            raise ConfigError("module: the Compression you pass already names its model")
+        self._plan = Plan(source, prune_every=prune_every, mutual=mutual, registry=registry)
+        self.module = module
+        self.export_path = export
+        self.export_info = dict(export_info or {})
+        self._init_phase()
+
+    def _export_at_end(self, is_main: bool, owner: str) -> None:
+        """When training ends: warn if rounds are missing, then write the artifact (main process)."""
+        if self._driver is None or self.export_path is None:
+            return
+        comp = self._driver.compression
+        if not comp.done:
+            warnings.warn(f"{owner}: training ended after {comp.rounds_done} of {len(comp.schedule)} pruning "
+                          "rounds; the artifact is less sparse than scheduled", stacklevel=2)
+        if is_main:
+            was_training = comp.model.training
+            comp.model.eval()
+            comp.export(self.export_path, info=self.export_info or None)
+            comp.model.train(was_training)
 
     def _init_phase(self) -> None:
         self._driver: Driver | None = None

@@ -49,7 +49,7 @@ import lightning.pytorch as pl
 import torch
 
 from squeezer.errors import ConfigError
-from squeezer.integrations._driver import Plan, Source, average_gradients
+from squeezer.integrations._driver import Source, average_gradients
 from squeezer.integrations._resume import Resumable
 from squeezer.recipe.configs import MutualStage
 from squeezer.registry import Registry
@@ -89,16 +89,10 @@ class SqueezerCallback(Resumable, pl.Callback):
         registry: Registry | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(source, Compression) and module is not None:
-            raise ConfigError("module: the Compression you pass already names its model")
-        self._plan = Plan(source, prune_every=prune_every, mutual=mutual, registry=registry)
-        self.module = module
-        self.export_path = export
-        self.export_info = dict(export_info or {})
         self.optimizer_index = optimizer_index
         self._last_step = 0
         self._trainer: pl.Trainer | None = None
-        self._init_phase()
+        self._configure(source, module, prune_every, mutual, export, export_info, registry)
 
     # --- access ---------------------------------------------------------------------------
     @staticmethod
@@ -210,15 +204,6 @@ class SqueezerCallback(Resumable, pl.Callback):
         self._teacher_calls = 0
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._driver is None or self.export_path is None:
-            return
-        comp = self._driver.compression
-        if not comp.done:
-            warnings.warn(f"SqueezerCallback: fit ended after {comp.rounds_done} of {len(comp.schedule)} pruning "
-                          "rounds; the artifact is less sparse than scheduled", stacklevel=1)
-        if trainer.is_global_zero:
-            was_training = comp.model.training
-            comp.model.eval()
-            comp.export(self.export_path, info=self.export_info or None)
-            comp.model.train(was_training)
-        trainer.strategy.barrier("squeezer-export")
+        self._export_at_end(trainer.is_global_zero, "SqueezerCallback")
+        if self._driver is not None and self.export_path is not None:
+            trainer.strategy.barrier("squeezer-export")

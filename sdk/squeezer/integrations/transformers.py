@@ -62,7 +62,7 @@ import transformers
 from torch import nn
 
 from squeezer.errors import ConfigError
-from squeezer.integrations._driver import Driver, Plan, Source, unwrap_optimizer
+from squeezer.integrations._driver import Driver, Source, unwrap_optimizer
 from squeezer.integrations._resume import Resumable
 from squeezer.pipeline.training import logits_of
 from squeezer.recipe.configs import MutualStage
@@ -106,14 +106,8 @@ class SqueezerTrainerCallback(Resumable, transformers.TrainerCallback):
         export_info: Mapping[str, Any] | None = None,
         registry: Registry | None = None,
     ) -> None:
-        if isinstance(source, Compression) and module is not None:
-            raise ConfigError("module: the Compression you pass already names its model")
-        self._plan = Plan(source, prune_every=prune_every, mutual=mutual, registry=registry)
-        self.module = module
-        self.export_path = export
-        self.export_info = dict(export_info or {})
         self._epoch = 0
-        self._init_phase()
+        self._configure(source, module, prune_every, mutual, export, export_info, registry)
         # resuming: the optimizers whose state_dict carries the callback's state, the LR scheduler
         # to extend before it loads, and whether the trainer lets the callback restore in time
         self._watched: weakref.WeakSet[torch.optim.Optimizer] = weakref.WeakSet()
@@ -232,18 +226,7 @@ class SqueezerTrainerCallback(Resumable, transformers.TrainerCallback):
         self._teacher_calls = 0
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self._driver is None or self.export_path is None:
-            return
-        comp = self._driver.compression
-        if not comp.done:
-            warnings.warn(f"SqueezerTrainerCallback: training ended after {comp.rounds_done} of "
-                          f"{len(comp.schedule)} pruning rounds; the artifact is less sparse than scheduled",
-                          stacklevel=1)
-        if state.is_world_process_zero:
-            was_training = comp.model.training
-            comp.model.eval()
-            comp.export(self.export_path, info=self.export_info or None)
-            comp.model.train(was_training)
+        self._export_at_end(state.is_world_process_zero, "SqueezerTrainerCallback")
 
 
 class MutualLossMixin:
