@@ -36,7 +36,11 @@ def resolve(path: str, where: str, trust: Trust | None = None, named_by: str = "
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigError(f"{where}.factory: cannot import module {module_name!r}: {exc}") from None
+        missing = getattr(exc, "name", None)
+        hint = ""
+        if isinstance(exc, ModuleNotFoundError) and missing and (module_name + ".").startswith(missing + "."):
+            hint = f"; only the current directory ({os.getcwd()}) and installed packages are importable"
+        raise ConfigError(f"{where}.factory: cannot import module {module_name!r}: {exc}{hint}") from None
     except BaseException as exc:
         if isinstance(exc, KeyboardInterrupt):
             raise

@@ -184,7 +184,8 @@ def test_plugins_list_json() -> None:
 def test_recipe_validate_ok(tiny: Path) -> None:
     result = invoke("recipe", "validate", tiny)
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == f"ok: {tiny} (3 stages)"
+    assert result.stdout.strip() == (f"ok: {tiny} (3 stages; factories found, not run: "
+                                     "squeezer.examples.digits:make_model, squeezer.examples.digits:make_loaders)")
 
 
 def test_recipe_validate_bundled_recipes() -> None:
@@ -197,7 +198,7 @@ def test_recipe_validate_bundled_recipes() -> None:
             continue
         result = invoke("recipe", "validate", path)
         assert result.exit_code == 0, result.output
-        assert f"({len(recipe['stages'])} stages)" in result.stdout
+        assert f"({len(recipe['stages'])} stages;" in result.stdout
 
 
 def test_recipe_validate_missing_file(tmp_path: Path) -> None:

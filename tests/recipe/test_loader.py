@@ -126,7 +126,7 @@ def test_invalid_toml_and_missing_file(tmp_path: Path) -> None:
 
 
 def test_bad_factory_path_is_named() -> None:
-    with pytest.raises(ConfigError, match=r"<recipe>: model\.factory: must match regex"):
+    with pytest.raises(ConfigError, match=r"<recipe>: model\.factory: expected 'module:function'"):
         parse_recipe('[model]\nfactory = "not a path"\n[data]\nfactory = "a:b"\n[[stages]]\ntype = "train"')
 
 

@@ -259,7 +259,7 @@ SCHEMA = {
     "missing model factory": ('stages = [{type = "train"}]\n[model]\nwidth = 4\n[data]\nfactory = "a:b"',
                               "model.factory: required field is missing"),
     "malformed factory path": ('stages = [{type = "train"}]\n[model]\nfactory = "no colon"\n[data]\n'
-                               'factory = "a:b"', "model.factory: must match regex"),
+                               'factory = "a:b"', "model.factory: expected 'module:function'"),
     "missing scheduler": ('stages = [{type = "prune"}]', "stages[0].scheduler: required field is missing"),
     "bad teacher_owns": ('stages = [{type = "mutual", teacher_owns = ["weights"]}]', "stages[0].teacher_owns"),
     "invalid TOML": ("stages = [", "invalid TOML"),

@@ -7,7 +7,10 @@ import time; everything that needs torch is imported inside the command function
 
 from __future__ import annotations
 
+import functools
+import signal
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Annotated, Any
 
@@ -22,9 +25,12 @@ from squeezer.cli.errors import (
     ClickException,
     CliError,
     NoArgsIsHelpError,
+    classify,
     debug_requested,
+    one_line,
     report,
 )
+from squeezer.cli.launch import error_file, write_error
 from squeezer.cli.plugins import plugins_app
 from squeezer.cli.recipe import recipe_app
 
@@ -56,14 +62,16 @@ class SqueezerGroup(TyperGroup):
     ) -> Any:
         argv = list(sys.argv[1:] if args is None else args)
         debug = debug_requested(argv)
+        rank_errors = error_file()  # a rank of `squeezer run --nproc N`: the launcher reports errors, once
+        say = report if rank_errors is None else functools.partial(_to_launcher, rank_errors)
         try:
             rv = super().main(args=argv, prog_name=prog_name or PROG, complete_var=complete_var,
                               standalone_mode=False, **extra)
             code = rv if isinstance(rv, int) else 0  # an Exit's code (--help, --version: 0)
         except KeyboardInterrupt:
-            code = report(CliError("interrupted", INTERRUPTED), debug=False)
+            code = say(CliError("interrupted", INTERRUPTED), debug=False)
         except (Abort, typer.Abort):
-            code = report(ClickException("aborted"), debug=False)
+            code = say(ClickException("aborted"), debug=False)
         except Exception as exc:
             if NoArgsIsHelpError is not None and isinstance(exc, NoArgsIsHelpError):
                 # `squeezer recipe`: typer's rich help printed itself when the error was made
@@ -71,7 +79,9 @@ class SqueezerGroup(TyperGroup):
                     typer.echo(exc.format_message())
                 code = exc.exit_code
             else:
-                code = report(exc, debug=debug)
+                code = say(exc, debug=debug)
+        if rank_errors is not None:  # done: a Ctrl-C for the launcher now must not interrupt the exit
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         if standalone_mode:
             sys.exit(code)
         return code
@@ -126,6 +136,15 @@ run.register(app)
 app.add_typer(plugins_app, name="plugins")
 app.add_typer(recipe_app, name="recipe")
 artifact.register(app)
+
+
+def _to_launcher(path: Any, exc: BaseException, *, debug: bool) -> int:
+    """A rank's error, written for the launcher to print (after the traceback, with --debug)."""
+    code, message = classify(exc, debug=debug)
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    write_error(path, code, one_line(message))
+    return code
 
 
 def command() -> Any:

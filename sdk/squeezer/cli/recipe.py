@@ -43,13 +43,19 @@ def load_checked(path: Path) -> Any:
 
 @recipe_app.command("validate", epilog="Example:\n\n  squeezer recipe validate recipe.toml\n")
 def validate_command(recipe: RecipeArg) -> None:
-    """Check a recipe: TOML syntax, every field, stage types, plugin names and their options.
+    """Check a recipe: TOML syntax, every field, stage types, plugin names and their options, and
+    that its factories exist (each module is found on the import path and its source read for the
+    function; the user's code is not run, so what the factories return is checked by squeezer run).
 
-    Prints 'ok: RECIPE (N stages)'; any problem is one line naming the file and field.
+    Prints 'ok: RECIPE (N stages; factories found: ...)'; any problem is one line naming the file and field.
     """
+    from squeezer.cli.preflight import check_factories
+
     loaded = load_checked(recipe)
+    found = check_factories(loaded, recipe)
     n = len(loaded.stages)
-    typer.echo(f"ok: {recipe} ({n} stage{'s' if n != 1 else ''})")
+    typer.echo(f"ok: {recipe} ({n} stage{'s' if n != 1 else ''}; factories found, not run: "
+               f"{', '.join(dict.fromkeys(found))})")
 
 
 @recipe_app.command("show", epilog="Examples:\n\n  squeezer recipe show recipe.toml\n\n"
@@ -113,13 +119,20 @@ def field_docs(cls: type, *, skip: tuple[str, ...] = ()) -> list[dict[str, Any]]
     """Name, type, default (or required) and help of every init field of an attrs class."""
     import attrs
 
+    from squeezer.recipe.configs import Optim
+
     try:
         hints = typing.get_type_hints(cls)
     except Exception:  # a plugin's annotations may not resolve; fall back to their text
         hints = {}
     docs = []
     for a in attrs.fields(cls):
-        if not a.init or a.name in skip:
+        if not a.init or a.name in skip or a.metadata.get("hidden"):
+            continue
+        if a.name == "optim" and hints.get(a.name) == Optim | None:  # a stage's [training] keys, written inline
+            docs.append({"name": "optim", "type": "[training] keys", "required": False, "default": None,
+                         "help": "optimizer settings for this stage: any [training] key written in the stage "
+                                 "(e.g. lr = 0.001) overrides [training] for it"})
             continue
         entry: dict[str, Any] = {"name": a.name, "type": type_name(hints.get(a.name, a.type or "any"))}
         if a.default is attrs.NOTHING:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -60,6 +59,12 @@ def run_command(
         typer.Option("--nproc", min=1, show_default=False,
                      help="Launch N processes with torchrun (DDP; gloo on CPU, NCCL on GPUs)."),
     ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", min=0, show_default=False,
+                     help="CPU threads for torch during the run (overrides the recipe's threads, default 1; "
+                          "0: torch's default, one per core). Under --nproc the ranks share them."),
+    ] = None,
 ) -> None:
     """Run a compression recipe end to end and export the compressed model.
 
@@ -70,16 +75,34 @@ def run_command(
     """
     if resume and overwrite:
         raise CliError("--resume and --overwrite exclude each other (see --help)", USAGE)
-    if nproc is not None and "WORLD_SIZE" not in os.environ:
-        raise typer.Exit(_launch_torchrun(nproc))
-    from squeezer import pipeline
+    from squeezer.cli import preflight
+    from squeezer.pipeline.outdir import CHECKPOINT_DIR, CHECKPOINT_NAME
     from squeezer.plugin_manager import load_registry
     from squeezer.recipe import check_strategies, load_recipe
 
-    rec = load_recipe(recipe if recipe is not None else pipeline.DEFAULT_RECIPE)
+    rec = load_recipe(recipe if recipe is not None else _default_recipe())
     registry = load_registry(block=rec.disable_plugins)
     check_strategies(rec, registry)
+    preflight.check_factories(rec, recipe)
     out_dir = out if out is not None else Path(rec.output_dir)
+    if nproc is not None and "WORLD_SIZE" not in os.environ:
+        # everything the ranks would refuse is refused here, once, before any rank starts
+        preflight.check_output_dir(out_dir, resume=resume, overwrite=overwrite)
+        checkpoint = out_dir / CHECKPOINT_DIR / CHECKPOINT_NAME
+        before = _mtime(checkpoint)
+
+        def hint() -> str:
+            now = _mtime(checkpoint)
+            written = now is not None and (resume or now != before)
+            return _interrupted(recipe, out_dir, seed, written, nproc=nproc, threads=threads)
+
+        from squeezer.cli.launch import launch
+
+        rank_args = _rank_args(recipe, out_dir, resume=resume, overwrite=overwrite, seed=seed, quiet=quiet,
+                               json_out=json_out, debug=debug, threads=threads)
+        raise typer.Exit(launch(nproc, rank_args, interrupted_hint=hint, debug=debug))
+
+    from squeezer import pipeline
 
     console = Console(stderr=json_out, highlight=False)
     live = not (quiet or json_out) and sys.stdout.isatty()
@@ -87,9 +110,10 @@ def run_command(
     try:
         with renderer:
             result = pipeline.run(rec, out=out, resume=resume, overwrite=overwrite, seed=seed,
-                                  sink=renderer, registry=registry)
+                                  sink=renderer, registry=registry, threads=threads)
     except KeyboardInterrupt:
-        raise CliError(_interrupted(recipe, out_dir, seed, renderer.checkpointed or resume), INTERRUPTED) from None
+        raise CliError(_interrupted(recipe, out_dir, seed, renderer.checkpointed or resume, threads=threads),
+                       INTERRUPTED) from None
     except SqueezerError as exc:
         if renderer.started:  # the run was under way: a failure, not bad input
             raise RunFailed(exc) from exc
@@ -107,29 +131,39 @@ def run_command(
         print_summary(Console(highlight=False), data)
 
 
-def _interrupted(recipe: Path | None, out_dir: Path, seed: int | None, resumable: bool) -> str:
-    cmd = ["squeezer", "run", *([str(recipe)] if recipe is not None else []), "--out", str(out_dir)]
+def _interrupted(recipe: Path | None, out_dir: Path, seed: int | None, resumable: bool, *,
+                 nproc: int | None = None, threads: int | None = None) -> str:
+    from squeezer.cli.launch import resume_command
+
+    if "WORLD_SIZE" in os.environ and nproc is None:  # a rank under torchrun: the command has --nproc N
+        nproc = int(os.environ.get("WORLD_SIZE", "1"))
+    return resume_command(recipe, out_dir, seed, nproc, threads, resumable)
+
+
+def _default_recipe() -> Path:
+    from squeezer.pipeline import DEFAULT_RECIPE
+
+    return DEFAULT_RECIPE
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
+
+
+def _rank_args(recipe: Path | None, out_dir: Path, *, resume: bool, overwrite: bool, seed: int | None,
+               quiet: bool, json_out: bool, debug: bool, threads: int | None) -> list[str]:
+    """The arguments each rank runs ``squeezer`` with: this command's, minus ``--nproc``."""
+    args = ["run", *([str(recipe)] if recipe is not None else []), "--out", str(out_dir)]
+    flags = {"--resume": resume, "--overwrite": overwrite, "--quiet": quiet, "--json": json_out, "--debug": debug}
+    args += [flag for flag, on in flags.items() if on]
     if seed is not None:
-        cmd += ["--seed", str(seed)]
-    if resumable:
-        return f"interrupted; resume with: {shlex.join([*cmd, '--resume'])}"
-    return f"interrupted before the first checkpoint; start again with: {shlex.join([*cmd, '--overwrite'])}"
-
-
-def _launch_torchrun(nproc: int) -> int:
-    """Re-run this command under ``torchrun --nproc_per_node N`` (same arguments, minus --nproc)."""
-    import subprocess
-
-    args, skip = [], False
-    for arg in sys.argv[1:]:
-        if skip:
-            skip = False
-        elif arg == "--nproc":
-            skip = True
-        elif not arg.startswith("--nproc="):
-            args.append(arg)
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "-m", "squeezer", *args]
-    return subprocess.call(cmd)
+        args += ["--seed", str(seed)]
+    if threads is not None:
+        args += ["--threads", str(threads)]
+    return args
 
 
 def _torch_save_bytes(result: Any, recipe: Any) -> int | None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -59,12 +62,16 @@ def run(
     registry: Registry | None = None,
     export: bool = True,
     all_ranks: bool = False,
+    threads: int | None = None,
 ) -> RunResult:
     """Run a recipe end to end (default: the bundled PQK example) and export the student.
 
     An existing output directory is never overwritten silently: pass ``resume=True`` to continue
     from its last checkpoint or ``overwrite=True`` to replace it. Under ``torchrun`` only rank 0
     reports progress to ``sink`` unless ``all_ranks`` is true.
+
+    ``threads`` overrides the recipe's ``threads`` (torch's intra-op threads while the run lasts;
+    0 leaves torch's setting alone); the previous setting is restored when the run returns.
     """
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe or DEFAULT_RECIPE)
@@ -72,6 +79,10 @@ def run(
         recipe = attrs.evolve(recipe, seed=check_seed(seed, "seed"))
     if out is not None:
         recipe = attrs.evolve(recipe, output_dir=str(out))
+    if threads is not None:
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+            raise ConfigError(f"threads: must be an integer >= 0, got {threads!r}")
+        recipe = attrs.evolve(recipe, threads=threads)
     if registry is None:
         registry = load_registry(block=recipe.disable_plugins)
     check_strategies(recipe, registry)
@@ -80,9 +91,37 @@ def run(
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir}: output path exists and is not a directory")
     # one run per output directory; under torchrun rank 0 holds the lock for all ranks
-    with OutputLock(out_dir, enabled=distributed.from_env().is_main):
+    with OutputLock(out_dir, enabled=distributed.from_env().is_main), _torch_threads(recipe.threads):
         return _run_locked(recipe, out_dir, resume=resume, overwrite=overwrite, sink=sink, registry=registry,
                            export=export, all_ranks=all_ranks)
+
+
+def threads_per_process(threads: int, local_world_size: int | None = None) -> int | None:
+    """The intra-op threads one process of the run uses: ``threads`` (the run's total on this
+    machine) split over the processes torchrun started here; ``None`` for 0 in one process
+    (torch's own default is kept). Under torchrun, 0 means this process's share of the cores."""
+    if local_world_size is None:
+        local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1")) or 1)
+    local_world_size = max(1, local_world_size)
+    if threads == 0:
+        if local_world_size == 1:
+            return None
+        threads = os.cpu_count() or 1
+    return max(1, threads // local_world_size)
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op threads set for the run (see :func:`threads_per_process`), then restored."""
+    wanted = threads_per_process(threads)
+    previous = torch.get_num_threads()
+    if wanted is not None and wanted != previous:
+        torch.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
 
 
 def _run_locked(recipe: Recipe, out_dir: Path, *, resume: bool, overwrite: bool, sink: Sink, registry: Registry,
@@ -135,6 +174,7 @@ def _check_same_recipe(recipe: Recipe, meta: dict[str, Any], path: Path) -> None
 def _recipe_hash(recipe: Recipe) -> str:
     data = recipe_to_dict(recipe)
     data.pop("output_dir", None)
+    data.pop("threads", None)  # how fast, not what: a run may resume with another thread count
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 

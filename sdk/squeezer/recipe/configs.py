@@ -7,6 +7,7 @@ config class when the recipe is loaded against a registry.
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 import attrs
@@ -16,6 +17,14 @@ from squeezer.compress.targets import Targets
 _positive = attrs.validators.gt(0.0)
 _fraction = [attrs.validators.ge(0.0), attrs.validators.le(1.0)]
 _epochs = attrs.validators.ge(0)
+
+
+_IMPORT_PATH = re.compile(r"^[\w.]+:[\w.]+$")
+
+
+def _import_path(instance: Any, attribute: Any, value: Any) -> None:
+    if not isinstance(value, str) or not _IMPORT_PATH.fullmatch(value):
+        raise ValueError(f"'{attribute.name}' expected 'module:function' (e.g. 'mymodel:make_model'), got {value!r}")
 
 
 def _help(text: str, **kwargs: Any) -> Any:
@@ -85,8 +94,7 @@ class Optim:
 class Factory:
     """An import path ``pkg.module:function`` and keyword arguments for it."""
 
-    factory: str = _help("import path 'pkg.module:function'",
-                         validator=attrs.validators.matches_re(r"^[\w.]+:[\w.]+$"))
+    factory: str = _help("import path 'pkg.module:function'", validator=_import_path)
     options: dict[str, Any] = _help("keyword arguments passed to the factory", factory=dict)
 
 
@@ -114,6 +122,12 @@ class TrainStage(Stage):
     TYPE: ClassVar[str] = "train"
 
 
+def _no_epochs(instance: Any, attribute: Any, value: int) -> None:
+    if value != 0:
+        raise ValueError("'epochs' is not used by a prune stage: it trains epochs_per_round epochs after "
+                         "each pruning round (the scheduler's rounds), so set epochs_per_round")
+
+
 @attrs.frozen(kw_only=True)
 class PruneStage(Stage):
     """Iterative pruning: per round, prune to the scheduled sparsity, then train (QAT if a quantizer is set)."""
@@ -131,7 +145,8 @@ class PruneStage(Stage):
     epochs_per_round: int = _help("training epochs after each pruning round", default=2, validator=_epochs)
     calibration_batches: int = _help("batches for gradient-based importance", default=8,
                                      validator=attrs.validators.ge(1))
-    epochs: int = _help("unused: set epochs_per_round", default=0, validator=_epochs)
+    epochs: int = attrs.field(default=0, validator=_no_epochs, metadata={
+        "help": "not used by a prune stage (see epochs_per_round)", "hidden": True})
 
     def total_epochs(self) -> int:  # rounds are known only with the registry; see pipeline
         return self.epochs_per_round
@@ -195,6 +210,12 @@ class Recipe:
     output_dir: str = _help("where checkpoints and the artifact go", default="squeezer-out")
     device: str = _help("'auto', 'cpu', 'cuda', ...", default="auto")
     version: int = _help("the recipe format version; a recipe of another version is refused", default=RECIPE_VERSION)
+    threads: int = _help(
+        "CPU threads for torch's intra-op parallelism during the run (torch.set_num_threads); under "
+        "torchrun the N processes on a machine share them (each uses max(1, threads // N)). 1: fastest "
+        "for small models on a shared machine, and results that do not depend on the core count; 0: "
+        "torch's default (one per core, or OMP_NUM_THREADS). squeezer run --threads overrides it",
+        default=1, validator=attrs.validators.ge(0))
     sync_batchnorm: bool = _help(
         "under torchrun, convert BatchNorm layers to SyncBatchNorm (CUDA only; no effect in one process)",
         default=False)
