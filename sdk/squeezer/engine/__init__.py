@@ -14,7 +14,6 @@ recipes files or progress rendering.
 
 from squeezer.engine.mutual import mutual_groups, mutual_loss
 from squeezer.engine.params import (
-    NO_DECAY,
     forget_pruned,
     fresh_state,
     no_decay_on_compressed,
@@ -25,7 +24,6 @@ from squeezer.engine.pruner import Pruner
 from squeezer.engine.quantizers import attach_pending_quantizers, quantizer_chooser, quantizer_parameters
 
 __all__ = [
-    "NO_DECAY",
     "Pruner",
     "attach_pending_quantizers",
     "forget_pruned",

@@ -65,10 +65,6 @@ def fresh_state(optimizer: torch.optim.Optimizer, params: Iterable[torch.Tensor]
         optimizer.state.pop(p, None)
 
 
-#: marks the param groups :func:`no_decay_on_compressed` created (drivers that replay groups on resume)
-NO_DECAY = "squeezer_no_decay"
-
-
 def no_decay_on_compressed(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """Move the compressed weights' stored tensors and the quantizers' parameters out of param
     groups with weight decay into groups without it (other hyperparameters kept). Idempotent.
@@ -77,7 +73,7 @@ def no_decay_on_compressed(model: nn.Module, optimizer: torch.optim.Optimizer) -
     unimportant weights, the teacher's in Phase 2), which no step updates and decay would shrink;
     quantizer step sizes get no decay in the recipe runner either. The runner builds its groups
     so (:func:`param_groups`); a driver whose optimizer is the user's calls this after the first
-    round. The new groups carry :data:`NO_DECAY`.
+    round.
     """
     from squeezer.engine.quantizers import quantizer_parameters
 
@@ -91,4 +87,4 @@ def no_decay_on_compressed(model: nn.Module, optimizer: torch.optim.Optimizer) -
             continue
         group["params"] = [p for p in group["params"] if id(p) not in owned]
         settings = {k: v for k, v in group.items() if k != "params"}
-        optimizer.add_param_group({"params": moved, **settings, "weight_decay": 0.0, NO_DECAY: True})
+        optimizer.add_param_group({"params": moved, **settings, "weight_decay": 0.0})

@@ -12,12 +12,10 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-import attrs
 import torch
 from torch import nn
 
 from squeezer.compress.teacher import SelfTeacher
-from squeezer.engine import NO_DECAY, no_decay_on_compressed
 from squeezer.engine.schedule import Schedule, kd_weight
 from squeezer.errors import ConfigError
 from squeezer.recipe.configs import MutualStage, PruneStage, Recipe, TrainStage
@@ -100,21 +98,6 @@ def average_gradients(params: Iterable[torch.Tensor]) -> None:
         p.grad = grad
 
 
-@attrs.frozen(kw_only=True)
-class MutualSettings:
-    """Phase 2 as a callback runs it (the fields of a recipe's ``mutual`` stage it uses)."""
-
-    warmup_epochs: int = 1
-    kd_weight: float = 1.0
-    teacher_quantized: bool = True
-    teacher_owns: tuple[str, ...] = ("norm",)
-
-    @classmethod
-    def of(cls, stage: MutualStage) -> MutualSettings:
-        return cls(warmup_epochs=stage.warmup_epochs, kd_weight=stage.kd_weight,
-                   teacher_quantized=stage.teacher_quantized, teacher_owns=tuple(stage.teacher_owns))
-
-
 def _check_stages(recipe: Recipe) -> PruneStage:
     """The recipe's prune stage, after checking a trainer callback can run its stages: ``train``
     stages, exactly one ``prune`` and at most one ``mutual``, which comes last."""
@@ -171,8 +154,8 @@ class Plan:
             mutual = recipe_mutual if recipe_mutual is not None else False
         elif mutual is True:
             mutual = recipe_mutual if recipe_mutual is not None else MutualStage()
-        self.mutual_stage: MutualStage | None = mutual if isinstance(mutual, MutualStage) else None
-        self.mutual = MutualSettings.of(self.mutual_stage) if self.mutual_stage is not None else None
+        #: Phase 2's stage (its warm-up, KD weight and teacher settings), or None without Phase 2
+        self.mutual: MutualStage | None = mutual if isinstance(mutual, MutualStage) else None
 
     def build(self, model: nn.Module) -> Compression:
         """The Compression (built on ``model`` from the recipe on first call); ``prune_every`` may
@@ -182,8 +165,8 @@ class Plan:
         stage, recipe = self.prune_stage, self.recipe
         assert stage is not None and recipe is not None
         extra: dict[str, Any] = {}
-        if self.mutual_stage is not None:
-            d = self.mutual_stage.distillation
+        if self.mutual is not None:
+            d = self.mutual.distillation
             extra["distillation"] = (d.name, dict(d.options))
         self.compression = Compression(
             model, targets=recipe.targets,
@@ -211,9 +194,9 @@ class Driver:
 
     Every parameter compression trains exists from :meth:`Compression.attach` on (the quantizers,
     pending until the first round), so the trainer's optimizer and DDP already hold them; the
-    driver only records the param groups the engine moves or adds (the first round takes the
-    stored weights and quantizer steps out of weight decay, Phase 2 adds the teacher's copies)
-    so that a resumed run can do the same, and extends the LR schedulers to them.
+    driver extends the LR schedulers to the param groups the engine moves or adds (the first round
+    takes the stored weights and quantizer steps out of weight decay, Phase 2 adds the teacher's
+    copies); a resumed run does the same from the counters (:meth:`link`, :meth:`start_mutual`).
     """
 
     def __init__(self, compression: Compression) -> None:
@@ -224,11 +207,7 @@ class Driver:
         self.average_in_backward = False
         self._unlinked = False  # pruned while no optimizer was at hand
         self.done_at_epoch: int | None = None
-        #: the param groups added to the trainer's optimizer, in order, for a resumed run to add
-        #: them again: ``{"kind": "params", "params": [names]}``, ``{"kind": "no_decay"}`` or
-        #: ``{"kind": "mutual", "groups": n}``
-        self.history: list[dict[str, Any]] = []
-        #: the optimizer's number of param groups before the first one was added
+        #: the optimizer's number of param groups when the driver first saw it (before its own)
         self.base_groups: int | None = None
 
     def begin(self, optimizer: Any, schedulers: Iterable[Any] = (), epoch: int = 0) -> bool:
@@ -243,16 +222,15 @@ class Driver:
     def _prune(self, advance: Callable[[torch.optim.Optimizer | None], object], optimizer: Any,
                schedulers: Iterable[Any], epoch: int) -> bool:
         comp = self.compression
-        opt = unwrap_optimizer(optimizer)
-        known = len(opt.param_groups) if opt is not None else 0
+        opt = self._seen(optimizer)
         if opt is not None and self._unlinked:
-            comp.link_optimizer(opt)
+            self.link(opt, schedulers)
             self._unlinked = False
+        known = len(opt.param_groups) if opt is not None else 0
         pruned = advance(opt) is not None
         if opt is None:
             self._unlinked |= pruned
         else:
-            self._record(opt, known, "params")
             cover_new_groups(opt, list(schedulers), known)
         if pruned and comp.done and self.done_at_epoch is None:
             self.done_at_epoch = epoch
@@ -264,35 +242,32 @@ class Driver:
             for p in params:
                 p.register_post_accumulate_grad_hook(_average_gradient)
 
-    def _record(self, opt: torch.optim.Optimizer, known: int, kind: str) -> None:
-        """Note the param groups added to ``opt`` after its first ``known`` ones."""
-        added = opt.param_groups[known:]
-        if self.base_groups is None and added:
-            self.base_groups = known
-        if kind != "params":  # Phase 2 is noted even when it added no group
-            self.history.append({"kind": kind, "groups": len(added)})
-            return
-        names = {id(p): name for name, p in self.compression.model.named_parameters()}
-        for group in added:
-            if group.get(NO_DECAY):  # the engine moved the stored weights out of decay: replayed as a move
-                if not self.history or self.history[-1] != {"kind": "no_decay"}:
-                    self.history.append({"kind": "no_decay"})
-                continue
-            self.history.append({"kind": "params", "params": [names.get(id(p), "?") for p in group["params"]]})
+    def _seen(self, optimizer: Any) -> torch.optim.Optimizer | None:
+        opt = unwrap_optimizer(optimizer)
+        if opt is not None and self.base_groups is None:
+            self.base_groups = len(opt.param_groups)
+        return opt
 
-    def start_mutual(self, settings: MutualSettings, optimizer: Any, schedulers: Iterable[Any] = ()) -> SelfTeacher:
+    def link(self, optimizer: Any, schedulers: Iterable[Any] = ()) -> None:
+        """What the first round asks of the optimizer (:meth:`Compression.link_optimizer`), with
+        the LR schedulers extended to the groups it moved or added; a resumed run calls it again."""
+        opt = self._seen(optimizer)
+        assert opt is not None
+        known = len(opt.param_groups)
+        self.compression.link_optimizer(opt)
+        cover_new_groups(opt, list(schedulers), known)
+
+    def start_mutual(self, settings: MutualStage, optimizer: Any, schedulers: Iterable[Any] = ()) -> SelfTeacher:
         """Phase 2: build the self-teacher, add its parameters to ``optimizer`` and take weight
         decay off the shared storage."""
         opt = unwrap_optimizer(optimizer)
         if opt is None:
             raise ConfigError("Phase 2 needs the trainer's optimizer, and none was found")
-        schedulers = list(schedulers)
+        self.link(opt, schedulers)
         known = len(opt.param_groups)
-        no_decay_on_compressed(self.compression.model, opt)
         teacher = self.compression.self_teacher(opt, owns=settings.teacher_owns, quantized=settings.teacher_quantized)
         self._track([p for p in teacher.parameters() if p.requires_grad])
-        self._record(opt, known, "mutual")
-        cover_new_groups(opt, schedulers, known)
+        cover_new_groups(opt, list(schedulers), known)
         return teacher
 
 
@@ -359,7 +334,7 @@ class MutualPhase:
         raise NotImplementedError
 
     @property
-    def mutual(self) -> MutualSettings | None:
+    def mutual(self) -> MutualStage | None:
         """Phase 2's settings, or ``None`` without Phase 2."""
         return self._plan.mutual
 
@@ -372,7 +347,7 @@ class MutualPhase:
         raise NotImplementedError
 
     def _kd_weight_at(self, epoch: int | None) -> float:
-        stage = self._plan.mutual_stage
+        stage = self._plan.mutual
         if stage is None or self._mutual_epoch is None or epoch is None:
             return 0.0
         return kd_weight(stage, epoch - self._mutual_epoch)

@@ -3,8 +3,9 @@
 A trainer's checkpoint holds the model's ``state_dict`` (masks, stored weights, the quantizers'
 parameters) and the optimizer's and schedulers' states. What it lacks, the callback saves as its
 own state (:meth:`Resumable._resume_state`): the settings it ran with, the Compression's counters,
-the compression structure (:func:`squeezer.compress.spec`), the param groups it added to the
-optimizer, and Phase 2's state (the epoch it started, the self-teacher's private parameters).
+the compression structure (:func:`squeezer.compress.spec`), the optimizer's number of param
+groups, and Phase 2's state (the epoch it started, the self-teacher's private parameters). Which
+param groups the callback moved or added follows from the counters, so it is not stored.
 
 A resumed run (a fresh model, callback and trainer) gets everything back in this order:
 
@@ -28,18 +29,16 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import attrs
-import torch
 from torch import nn
 
 from squeezer import compress
 from squeezer.compress.weight import CompressedWeight, compressed_weights
-from squeezer.engine import no_decay_on_compressed
 from squeezer.engine.schedule import Schedule
 from squeezer.errors import ConfigError
-from squeezer.integrations._driver import MutualPhase, cover_new_groups, unwrap_optimizer
+from squeezer.integrations._driver import MutualPhase, unwrap_optimizer
 
 #: the version of the callback state; a checkpoint with another one is refused
-VERSION = 1
+VERSION = 2
 _UNSET = object()
 
 
@@ -164,7 +163,6 @@ class Resumable(MutualPhase):
             "prune_start": comp.prune_start,
             "prune_every": comp.prune_every,
             "done_at_epoch": driver.done_at_epoch,
-            "history": _json(driver.history),
             "base_groups": driver.base_groups,
             "param_groups": len(opt.param_groups) if opt is not None else None,
             "mutual_epoch": self._mutual_epoch,
@@ -222,19 +220,24 @@ class Resumable(MutualPhase):
                              f"(checkpoint {first[0]!r}, model {first[1]!r})")
         if any(p.quantizer is not None for _, p in compressed_weights(model)):
             raise self._fail("the model's quantizers are already on; resume into a freshly built model")
-        base = state["base_groups"] if state["base_groups"] is not None else state["param_groups"]
+        base = state["base_groups"]
         if base is not None and len(opt.param_groups) != base:
             raise self._fail(f"the trainer's optimizer has {len(opt.param_groups)} param groups, the checkpoint's "
                              f"had {base} before the callback added its own")
         self._switch_on(model, state["spec"]["quantizers"])
         comp.steps, comp.rounds_done = int(state["steps"]), int(state["rounds_done"])
         driver.done_at_epoch = state["done_at_epoch"]
-        self._replay(state["history"], opt, list(schedulers))
-        if (self.teacher is None) != (state["teacher"] is None):
-            raise self._fail("the checkpoint's Phase 2 state does not match its param groups")
-        if self.teacher is not None:
-            self.teacher.load_state_dict(state["teacher"])
+        # the param groups the first run moved or added, in its order, from the counters
+        if comp.rounds_done:
+            driver.link(opt, schedulers)
         self._mutual_epoch, self._teacher_calls = state["mutual_epoch"], int(state["teacher_calls"])
+        if (self._mutual_epoch is None) != (state["teacher"] is None) or (
+                self._mutual_epoch is not None and self._plan.mutual is None):
+            raise self._fail("the checkpoint's Phase 2 state does not match the callback's")
+        if self._mutual_epoch is not None and self._plan.mutual is not None:
+            self.teacher = driver.start_mutual(self._plan.mutual, opt, schedulers)
+            self.teacher.register_forward_pre_hook(self._count_teacher_call)
+            self.teacher.load_state_dict(state["teacher"])
         if state["param_groups"] is not None and len(opt.param_groups) != state["param_groups"]:
             raise self._fail(f"the optimizer has {len(opt.param_groups)} param groups after restoring, the "
                              f"checkpoint's has {state['param_groups']}")
@@ -249,33 +252,6 @@ class Resumable(MutualPhase):
                 raise self._fail(f"the checkpoint's quantizer for {path} ({_show(entry)}) is not the one the "
                                  f"callback attached ({_show(_json(p.quantizer_spec))})")
             p.quantizer_on = True
-
-    def _replay(self, history: list[dict[str, Any]], opt: torch.optim.Optimizer, schedulers: list[Any]) -> None:
-        """Add the first run's param groups in its order (recording them for the next checkpoint)."""
-        driver = self._driver
-        assert driver is not None
-        params = dict(driver.compression.model.named_parameters())
-        for entry in history:
-            known = len(opt.param_groups)
-            if entry["kind"] == "params":
-                missing = [n for n in entry["params"] if n not in params]
-                if missing:
-                    raise self._fail(f"the checkpoint's optimizer holds {missing[0]!r}, which the model lacks")
-                opt.add_param_group({"params": [params[n] for n in entry["params"]]})
-                driver._record(opt, known, "params")
-                cover_new_groups(opt, schedulers, known)
-            elif entry["kind"] == "no_decay":
-                no_decay_on_compressed(driver.compression.model, opt)
-                driver._record(opt, known, "params")
-                cover_new_groups(opt, schedulers, known)
-            elif entry["kind"] == "mutual" and self._plan.mutual is not None:
-                self.teacher = driver.start_mutual(self._plan.mutual, opt, schedulers)
-                self.teacher.register_forward_pre_hook(self._count_teacher_call)
-                if len(opt.param_groups) - known != entry["groups"]:
-                    raise self._fail(f"Phase 2 added {len(opt.param_groups) - known} param groups, the "
-                                     f"checkpoint's run added {entry['groups']}")
-            else:
-                raise self._fail(f"unknown param-group record {entry!r}")
 
     def _check_timing(self) -> None:
         """Once the steps per epoch are known: the rounds fall on the checkpoint's run's steps."""
