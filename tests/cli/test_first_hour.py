@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.cli.test_cli import TINY_RECIPE, assert_one_line_error, invoke, write
+from tests.cli.test_cli import TINY_RECIPE, assert_one_line_error, finished_run, invoke, tiny, write
+
+__all__ = ["finished_run", "tiny"]  # the module-scoped fixtures of test_cli, shared here
 
 # --- threads -----------------------------------------------------------------------------------
 
@@ -216,3 +218,45 @@ def test_prune_stage_epochs_is_refused_and_not_documented(tmp_path: Path) -> Non
     assert "epochs" not in prune and "epochs_per_round" in prune
     text = invoke("recipe", "schema").stdout
     assert "Optim | None" not in text and "[training] keys" in text
+
+
+# --- eval and export take the file the user has -------------------------------------------------
+
+
+def test_eval_takes_a_checkpoint_or_a_run_directory(finished_run: tuple[Path, Any]) -> None:
+    import json
+
+    out, _ = finished_run
+    artifact = json.loads(invoke("eval", out / "model.safetensors", "--json").stdout)
+    ckpt = json.loads(invoke("eval", out / "checkpoints" / "last.safetensors", "--json").stdout)
+    run_dir = json.loads(invoke("eval", out, "--json").stdout)
+    assert artifact["accuracy"] == ckpt["accuracy"] == run_dir["accuracy"]
+    assert run_dir["artifact"] == str(out / "model.safetensors")
+
+
+def test_export_onnx_takes_the_artifact(finished_run: tuple[Path, Any], tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    import shutil
+
+    out, _ = finished_run
+    target = tmp_path / "m.onnx"
+    result = invoke("export", out / "model.safetensors", "--out", target, "--format", "onnx")
+    assert result.exit_code == 0, result.output
+    text = result.stdout.replace("\n", " ")
+    assert "final checkpoint" in text and target.is_file()
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(out / "model.safetensors", lone / "model.safetensors")
+    result = invoke("export", lone / "model.safetensors", "--out", tmp_path / "f.onnx", "--format", "onnx")
+    assert result.exit_code == 0, result.output
+    assert "float initializers" in result.stdout.replace("\n", " ")
+
+
+def test_export_of_an_artifact_to_an_artifact_names_the_right_command(finished_run: tuple[Path, Any],
+                                                                      tmp_path: Path) -> None:
+    out, _ = finished_run
+    assert_one_line_error(invoke("export", out / "model.safetensors", "--out", tmp_path / "x.safetensors"), 2,
+                          "already a squeezer artifact", "--format onnx", "CHECKPOINT")
+    assert not (tmp_path / "x.safetensors").exists()
+    assert_one_line_error(invoke("eval", tmp_path), 2, "not a run's output directory")

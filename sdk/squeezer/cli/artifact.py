@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shlex
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
@@ -21,6 +22,9 @@ from squeezer.cli.summary import NO_SPEEDUP, bits_label, fmt_bytes
 
 ArtifactArg = Annotated[Path, typer.Argument(help="Artifact file (model.safetensors of a run).",
                                              show_default=False)]
+EvalArg = Annotated[Path, typer.Argument(
+    help="Artifact (model.safetensors), pipeline checkpoint, or a run's output directory (its artifact, else "
+         "its last checkpoint).", show_default=False)]
 
 INSPECT_EPILOG = """\
 Examples:
@@ -36,6 +40,8 @@ Examples:
   squeezer eval squeezer-out/model.safetensors              (the recipe recorded in the artifact)
 
   squeezer eval squeezer-out/model.safetensors recipe.toml
+
+  squeezer eval squeezer-out/checkpoints/last.safetensors   (the model of an interrupted run)
 """
 
 EXPORT_EPILOG = """\
@@ -46,6 +52,8 @@ Examples:
   squeezer export squeezer-out --out model.safetensors      (the run's last checkpoint)
 
   squeezer export squeezer-out --out model.onnx --format onnx
+
+  squeezer export squeezer-out/model.safetensors --out model.onnx --format onnx
 """
 
 
@@ -117,7 +125,7 @@ TrustArg = Annotated[list[str] | None, typer.Option(
 
 
 def eval_command(
-    artifact: ArtifactArg,
+    artifact: EvalArg,
     recipe: Annotated[
         Path | None,
         typer.Argument(help="Recipe whose [model] and [data] to use. Default: the one recorded in "
@@ -126,35 +134,26 @@ def eval_command(
     trust_factory: TrustArg = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
-    """Load an artifact into a fresh model and report its accuracy on the recipe's validation data.
+    """Load an artifact (or a checkpoint's model) into a fresh model and report its accuracy on the
+    recipe's validation data.
 
     Factories named by the artifact's recorded recipe are called only if trusted (--trust-factory).
     """
-    from squeezer.artifact.reader import check_fits, load_into, read
-    from squeezer.factories import build_module
-    from squeezer.pipeline import DEFAULT_RECIPE
-    from squeezer.pipeline.rebuild import build_loaders, final_factory
+    from squeezer.pipeline.rebuild import build_loaders
     from squeezer.pipeline.runner import resolve_device
     from squeezer.pipeline.training import evaluate
-    from squeezer.recipe import load_recipe, recipe_from_dict
-    from squeezer.trust import Trust
 
-    art = read(artifact)
-    info = art.meta.get("info", {})
-    trust = None  # a recipe the user names is the user's own: its factories are called as written
-    if recipe is not None:
-        rec, source = load_recipe(recipe), str(recipe)
-    elif isinstance(info.get("recipe"), dict):
-        source = f"{artifact} (recorded recipe)"
-        rec, trust = recipe_from_dict(info["recipe"], source=source), Trust.default(trust_factory or ())
+    path = run_file(artifact, prefer="artifact")
+    if file_format(path) == CHECKPOINT_FORMAT:  # a checkpoint (of an interrupted run, say): its model
+        rebuilt = model_from_checkpoint(path, recipe, trust_factory or ())
     else:
-        rec, source = load_recipe(DEFAULT_RECIPE), str(DEFAULT_RECIPE)
-    model = load_into(art, build_module(*final_factory(rec), trust, source, lambda shell: check_fits(art, shell)))
+        rebuilt = model_from_artifact(path, recipe, trust_factory or ())
+    model, rec, trust, source = rebuilt.model, rebuilt.recipe, rebuilt.trust, rebuilt.source
     loader = build_loaders(rec, trust, source)[1]
     dev = resolve_device(rec.device)
     loss, accuracy = evaluate(model.to(dev), loader, dev)
     samples = len(loader.dataset) if hasattr(loader, "dataset") else None
-    result = {"artifact": str(artifact), "recipe": source, "accuracy": accuracy, "loss": loss,
+    result = {"artifact": str(path), "recipe": source, "accuracy": accuracy, "loss": loss,
               "samples": samples}
     if json_out:
         typer.echo(json.dumps(result, indent=2))
@@ -169,8 +168,8 @@ def eval_command(
 
 def export_command(
     checkpoint: Annotated[
-        Path, typer.Argument(help="Pipeline checkpoint, or a run's output directory (its last checkpoint).",
-                             show_default=False)
+        Path, typer.Argument(help="Pipeline checkpoint, a run's output directory (its last checkpoint), or, "
+                                  "with --format onnx, an artifact (model.safetensors).", show_default=False)
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Artifact file to write.", show_default=False)],
     format: Annotated[Format, typer.Option(
@@ -181,7 +180,8 @@ def export_command(
                          "checkpoint (its factories must be trusted).", show_default=False)] = None,
     trust_factory: TrustArg = None,
 ) -> None:
-    """Export the model of a pipeline checkpoint (e.g. of an interrupted run) as an artifact.
+    """Export the model of a pipeline checkpoint (e.g. of an interrupted run) as an artifact, or
+    convert a checkpoint or an artifact to ONNX.
 
     With --format onnx the model is traced with one batch of the recipe's validation data, and
     the written file is checked to reproduce the model's outputs in onnxruntime.
@@ -192,11 +192,27 @@ def export_command(
             raise CliError(f"--format onnx needs {' and '.join(missing)}: pip install 'squeezer[onnx]'", FAILURE)
 
     from squeezer.artifact import export
-    from squeezer.pipeline.runner import CHECKPOINT
 
-    path = checkpoint / CHECKPOINT if checkpoint.is_dir() else checkpoint
-    rebuilt = model_from_checkpoint(path, recipe, trust_factory or ())
+    path = run_file(checkpoint, prefer="checkpoint" if format is Format.squeezer else "artifact")
+    is_artifact = file_format(path) == ARTIFACT_FORMAT
+    if is_artifact and format is Format.squeezer:
+        raise CliError(f"{path}: already a squeezer artifact (squeezer inspect {shlex.quote(str(path))} reports "
+                       "it); --format onnx converts it, and squeezer export CHECKPOINT writes an artifact from a "
+                       "checkpoint")
+    note = ""
+    if is_artifact:  # its run's final checkpoint, if beside it, still has the quantizers: integer codes
+        rebuilt = _final_checkpoint_of(path, recipe, trust_factory or ())
+        if rebuilt is not None:
+            note = " (the artifact's run's final checkpoint, which keeps the quantizers)"
+        else:
+            rebuilt = model_from_artifact(path, recipe, trust_factory or ())
+            note = ("; an artifact holds dequantized weights, so they are float initializers here: export the "
+                    "run's checkpoint for integer codes")
+    else:
+        rebuilt = model_from_checkpoint(path, recipe, trust_factory or ())
     model, info = rebuilt.model, rebuilt.info
+    ckpt = info.get("checkpoint")
+    origin = f"{ckpt['path']} (stage {ckpt['stage']}, epoch {ckpt['epoch']}){note}" if ckpt else f"{path}{note}"
     console = Console(highlight=False)
     if format is Format.onnx:
         from squeezer.artifact.onnx_export import export_onnx
@@ -205,16 +221,14 @@ def export_command(
         console.print(Text(
             f"wrote {onnx_report.path}: {fmt_bytes(onnx_report.file_bytes)} ONNX (opset {onnx_report.opset}), "
             f"{onnx_report.quantized} quantized weights as integer codes + DequantizeLinear; onnxruntime matches "
-            f"torch (max |diff| {onnx_report.max_abs_diff:.2g}); from {path} (stage {info['checkpoint']['stage']}, "
-            f"epoch {info['checkpoint']['epoch']})"
+            f"torch (max |diff| {onnx_report.max_abs_diff:.2g}); from {origin}"
         ), soft_wrap=True)
         return
     report = export(model, out, info=info)
     console.print(report_table(report))
     console.print(Text(
         f"wrote {report.path}: {fmt_bytes(report.file_bytes)} (FP32 dense {fmt_bytes(report.dense_fp32_bytes)}, "
-        f"{report.compression:.1f}x smaller); from {path} (stage {info['checkpoint']['stage']}, "
-        f"epoch {info['checkpoint']['epoch']})"
+        f"{report.compression:.1f}x smaller); from {origin}"
     ), soft_wrap=True)
 
 
@@ -240,6 +254,83 @@ def example_batch(rebuilt: Rebuilt) -> Any:
     if batch is None:
         raise ArtifactError("data.factory: the validation loader yields no batch to trace the model with")
     return batch
+
+
+ARTIFACT_FORMAT = "squeezer-artifact"
+CHECKPOINT_FORMAT = "squeezer-checkpoint"
+
+
+def file_format(path: Path) -> str | None:
+    """The ``format`` a squeezer file declares (artifact or checkpoint), read from its header only;
+    ``None`` when it is neither (the reader then reports what is wrong with it)."""
+    from squeezer import safefile
+    from squeezer.errors import SqueezerError
+
+    try:
+        with safefile.open_safetensors(path, "file") as st:
+            doc = json.loads((st.metadata or {}).get("squeezer", "null"))
+    except (SqueezerError, OSError, ValueError):
+        return None
+    fmt = doc.get("format") if isinstance(doc, dict) else None
+    return fmt if isinstance(fmt, str) else None
+
+
+def run_file(path: Path, *, prefer: str) -> Path:
+    """``path``, or for a run's output directory the file in it: its artifact or its last checkpoint
+    (``prefer``), else the other one."""
+    from squeezer.pipeline.outdir import ARTIFACT_NAME, CHECKPOINT_DIR, CHECKPOINT_NAME
+
+    if not path.is_dir():
+        return path
+    artifact, ckpt = path / ARTIFACT_NAME, path / CHECKPOINT_DIR / CHECKPOINT_NAME
+    order = (artifact, ckpt) if prefer == "artifact" else (ckpt, artifact)
+    for candidate in order:
+        if candidate.is_file():
+            return candidate
+    raise CliError(f"{path}: a directory without {ARTIFACT_NAME} or {CHECKPOINT_DIR}/{CHECKPOINT_NAME} "
+                   "(not a run's output directory)")
+
+
+def model_from_artifact(path: Path, recipe_path: Path | None = None, trust: Sequence[str] = ()) -> Rebuilt:
+    """Load an artifact into a fresh model built by its recorded recipe (factories checked against
+    ``trust``), the recipe at ``recipe_path``, or else the bundled example's."""
+    from squeezer.artifact.reader import check_fits, load_into, read
+    from squeezer.factories import build_module
+    from squeezer.pipeline import DEFAULT_RECIPE
+    from squeezer.pipeline.rebuild import final_factory
+    from squeezer.recipe import load_recipe, recipe_from_dict
+    from squeezer.trust import Trust
+
+    art = read(path)
+    info = art.meta.get("info", {})
+    checked = None  # a recipe the user names is the user's own: its factories are called as written
+    if recipe_path is not None:
+        rec, source = load_recipe(recipe_path), str(recipe_path)
+    elif isinstance(info.get("recipe"), dict):
+        source = f"{path} (recorded recipe)"
+        rec, checked = recipe_from_dict(info["recipe"], source=source), Trust.default(trust)
+    else:
+        rec, source = load_recipe(DEFAULT_RECIPE), str(DEFAULT_RECIPE)
+    model = load_into(art, build_module(*final_factory(rec), checked, source, lambda shell: check_fits(art, shell)))
+    return Rebuilt(model.eval(), rec, dict(info) if isinstance(info, dict) else {}, checked, source)
+
+
+def _final_checkpoint_of(artifact: Path, recipe_path: Path | None, trust: Sequence[str]) -> Rebuilt | None:
+    """The model of the finished run's checkpoint next to ``artifact`` (``RUN/model.safetensors``
+    and ``RUN/checkpoints/last.safetensors``), or ``None`` when there is none or it is mid-run."""
+    from squeezer.errors import SqueezerError
+    from squeezer.pipeline.outdir import CHECKPOINT_DIR, CHECKPOINT_NAME
+
+    sibling = artifact.parent / CHECKPOINT_DIR / CHECKPOINT_NAME
+    if not sibling.is_file() or file_format(sibling) != CHECKPOINT_FORMAT:
+        return None
+    try:
+        rebuilt = model_from_checkpoint(sibling, recipe_path, trust)
+    except SqueezerError:
+        return None
+    if rebuilt.info["checkpoint"]["stage"] != len(rebuilt.recipe.stages):
+        return None  # interrupted after the artifact was written: not the artifact's model
+    return rebuilt
 
 
 def model_from_checkpoint(path: Path, recipe_path: Path | None = None, trust: Sequence[str] = ()) -> Rebuilt:
