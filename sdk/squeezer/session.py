@@ -93,7 +93,7 @@ class Compression:
         model: nn.Module,
         *,
         targets: Targets | None = None,
-        importance: StrategySpec = "l1",
+        importance: StrategySpec = "lamp",
         schedule: StrategySpec = ("geometric", {"target": 0.9, "rounds": 4}),
         quantizer: StrategySpec | QuantizerChoice | None = None,
         distillation: StrategySpec = "hinton",

@@ -278,7 +278,7 @@ def test_recipe_schema_json_covers_sections_stages_and_plugins() -> None:
     assert prune["scheduler"]["required"] is True
     assert prune["min_density"]["default"] == 0.005 and prune["min_density"]["type"] == "float"
     assert prune["min_density"]["help"]
-    assert prune["importance"]["default"] == {"name": "l1", "options": {}}
+    assert prune["importance"]["default"] == {"name": "lamp", "options": {}}
     registry = squeezer.load_registry()
     for info in registry:
         entry = next(e for e in doc["plugins"][info.kind] if e["name"] == info.name)

@@ -125,12 +125,15 @@ ScoreFn = Callable[[str, torch.Tensor], torch.Tensor]
 
 @attrs.frozen
 class LayerSparsity:
-    """Target versus achieved sparsity of one compressed weight."""
+    """Target versus achieved sparsity of one compressed weight, and how many of its rows (output
+    channels, or a classifier's class rows: slices along dim 0) are pruned entirely."""
 
     name: str
     numel: int
     zeros: int
     target: float
+    rows: int = 0
+    empty_rows: int = 0
 
     @property
     def achieved(self) -> float:
@@ -174,7 +177,15 @@ def prune(
             p.mask.copy_(new[path])
     else:
         raise ValueError(f"scope must be 'global' or 'layer', got {scope!r}")
-    return [LayerSparsity(path, p.mask.numel(), int((~p.mask).sum()), targets[path]) for path, p in params.items()]
+    return [_layer_sparsity(path, p.mask, targets[path]) for path, p in params.items()]
+
+
+def _layer_sparsity(path: str, mask: torch.Tensor, target: float) -> LayerSparsity:
+    rows = empty = 0
+    if mask.dim() >= 2:
+        rows = mask.shape[0]
+        empty = int((~mask.reshape(rows, -1).any(dim=1)).sum())
+    return LayerSparsity(path, mask.numel(), int((~mask).sum()), target, rows, empty)
 
 
 class _Scores(Mapping[str, torch.Tensor]):

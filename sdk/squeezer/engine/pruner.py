@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -33,6 +34,9 @@ class Pruner:
     quantizer: QuantizerChoice | None = None
     quantizer_where: str = "quantizer"
     rounds_done: int = 0
+    #: how the pruner reports a round that empties rows or layers (default: ``warnings.warn``)
+    warn: Callable[[str], None] = attrs.field(default=lambda message: warnings.warn(message, stacklevel=4))
+    _empty_rows: dict[str, int] = attrs.field(factory=dict, init=False)
 
     @property
     def done(self) -> bool:
@@ -64,6 +68,7 @@ class Pruner:
         layers = compress.prune(self.model, score, self.schedule[self.rounds_done], scope=self.scope,
                                 min_density=self.min_density, source=self.importance_source)
         self.rounds_done += 1
+        self._report_emptied(layers)
         if optimizer is not None:
             forget_pruned(self.model, optimizer)
         bits = compress.switch_on_quantizers(self.model, source=self.quantizer_where)
@@ -72,3 +77,26 @@ class Pruner:
         if optimizer is not None and bits:
             fresh_state(optimizer, quantizer_parameters(self.model))
         return layers, bits
+
+    def _report_emptied(self, layers: Sequence[compress.LayerSparsity]) -> None:
+        """Say when a round leaves more rows (output channels, class rows) with no weight than
+        pruning the layer at random to the round's target would (twice the
+        expected ``rows * target**k`` for rows of ``k`` entries): global L1 does that to layers of
+        small weights (depthwise convolutions, classifier heads), which then output constants."""
+        remedy = ("a lower target or a higher min_density keeps them" if "'lamp'" in self.importance_source
+                  else "a layer-adaptive importance such as 'lamp' keeps them")
+        for layer in layers:
+            before = self._empty_rows.get(layer.name, 0)
+            self._empty_rows[layer.name] = layer.empty_rows
+            if (layer.empty_rows > before and layer.empty_rows >= max(1, layer.rows // 100)
+                  and layer.empty_rows > 2 * _expected_empty_rows(layer)):
+                self.warn(f"pruning round {self.rounds_done}: {layer.empty_rows} of {layer.rows} rows (output "
+                          f"channels or classes) of {layer.name} are pruned entirely: {remedy} "
+                          f"({self.importance_source})")
+
+
+def _expected_empty_rows(layer: compress.LayerSparsity) -> float:
+    """Rows with no weight left had the layer been pruned at random to the round's target."""
+    if not layer.rows:
+        return 0.0
+    return float(layer.rows * layer.target ** (layer.numel // layer.rows))

@@ -133,7 +133,8 @@ class PruneStage(Stage):
     """Iterative pruning: per round, prune to the scheduled sparsity, then train (QAT if a quantizer is set)."""
 
     TYPE: ClassVar[str] = "prune"
-    importance: Strategy = _plugin("importance", "importance criterion", factory=lambda: Strategy(name="l1"))
+    importance: Strategy = _plugin("importance", "importance criterion (default LAMP: keeps small layers alive)",
+                                   factory=lambda: Strategy(name="lamp"))
     scheduler: Strategy = _plugin("scheduler", "sparsity scheduler (its target is the final sparsity)")
     quantizer: QuantizerChoice | None = _plugin("quantizer", "quantizer for QAT between rounds (none: prune only)",
                                                 default=None)

@@ -14,7 +14,7 @@ from squeezer import compress
 from squeezer.compress.weight import compressed_weights
 from squeezer.engine import Pruner
 from squeezer.engine.schedule import prune_epochs, rounds_before
-from squeezer.pipeline.events import Pruned
+from squeezer.pipeline.events import Note, Pruned
 from squeezer.pipeline.stages.base import StageRunner
 from squeezer.pipeline.stages.quantize import attach_targets
 from squeezer.pipeline.training import batch_to, forward
@@ -39,6 +39,7 @@ class PruneRunner(StageRunner):
             model=self.ctx.model, registry=reg, importance=importance, schedule=self.schedule,
             importance_source=f"importance {cfg.importance.name!r} (plugin {plugin!r})",
             scope=cfg.scope, min_density=cfg.min_density, quantizer=cfg.quantizer, quantizer_where=f"{where}.quantizer",
+            warn=lambda message: self.ctx.sink(Note(f"{where}: {message}")),
         )
 
     def epochs(self) -> int:

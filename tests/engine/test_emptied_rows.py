@@ -1,0 +1,75 @@
+"""A pruning round that empties rows (output channels, class rows) says so."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+import squeezer
+from squeezer import compress
+from squeezer.registry import Registry
+from squeezer.session import Compression
+
+
+@pytest.fixture(scope="module")
+def registry() -> Registry:
+    return squeezer.load_registry(autoload=False)
+
+
+def _head_heavy() -> nn.Module:
+    """A classifier head of small weights (fan-in 2000): global L1 prunes it first."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 2000), nn.ReLU(), nn.Linear(2000, 10))
+
+
+def _warnings(model: nn.Module, registry: Registry, importance: str, target: float = 0.95) -> list[str]:
+    comp = Compression(model, importance=importance, schedule=("geometric", {"target": target, "rounds": 3}),
+                       prune_every=0, min_density=0.0, registry=registry)
+    comp.attach()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        comp.prune_due()
+    return [str(w.message) for w in caught]
+
+
+def test_layer_sparsity_counts_rows_with_no_weight_left() -> None:
+    model = nn.Sequential(nn.Linear(3, 4))
+    compress.attach(model)
+    (layer,) = compress.prune(model, lambda path, w: torch.arange(w.numel(), dtype=torch.float).view_as(w), 0.5)
+    assert (layer.rows, layer.empty_rows) == (4, 2)  # the two rows of the smallest scores
+
+
+def test_global_l1_emptying_class_rows_is_named(registry: Registry) -> None:
+    messages = _warnings(_head_heavy(), registry, "l1")
+    assert any("rows (output channels or classes) of 4.weight are pruned entirely" in m and "'lamp'" in m
+               for m in messages), messages
+
+
+def test_lamp_keeps_every_class_row(registry: Registry) -> None:
+    model = _head_heavy()
+    messages = _warnings(model, registry, "lamp")
+    assert not any("4.weight" in m for m in messages), messages
+    assert compress.masks(model)["4.weight"].any(dim=1).all()
+
+
+def test_no_warning_at_modest_sparsity(registry: Registry) -> None:
+    assert _warnings(_head_heavy(), registry, "lamp", target=0.5) == []
+
+
+def test_a_layer_of_tiny_weights_emptied_by_global_l1_is_named(registry: Registry) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
+    with torch.no_grad():
+        model[2].weight.mul_(1e-6)  # global L1 takes all but the one weight every layer keeps
+    messages = _warnings(model, registry, "l1", target=0.7)
+    assert any("3 of 4 rows (output channels or classes) of 2.weight" in m for m in messages), messages
+
+
+def test_the_default_importance_is_lamp(registry: Registry) -> None:
+    from squeezer.recipe.configs import PruneStage, Strategy
+
+    assert Compression(nn.Linear(2, 2), registry=registry).importance_name == "lamp"
+    assert PruneStage(scheduler=Strategy(name="one_shot")).importance.name == "lamp"
