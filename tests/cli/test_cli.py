@@ -308,7 +308,8 @@ def test_run_prints_progress_summary_and_artifact(finished_run: tuple[Path, Any]
     assert "━" not in text.split("summary")[0]
     epoch_lines = [line for line in text.splitlines() if " epoch " in line and "loss" in line]
     assert len(epoch_lines) == 1 + 1 + 2
-    assert "stage 3/3 mutual  epoch 2/2" in text
+    assert "3/3 mutual  epoch 2/2" in text
+    assert all(len(line) < 80 for line in epoch_lines)  # paths (the recipe line) may be longer
     # the summary
     assert "summary" in text
     assert "accuracy: dense" in text
@@ -549,8 +550,8 @@ def test_live_progress_renders_stage_rows_and_metrics() -> None:
         renderer(EpochEnded(1, 1, 1.25, 0.75, 0.5, "4/8", {"teacher_accuracy": 0.8}))
         renderer(Note("careful", level="warning"))
     text = buffer.getvalue()
-    for needle in ("1/2 dense", "2/2 phase1", "epoch 2/2", "loss 1.2500", "acc  75.0%", "sparsity  50.0%",
-                   "bits 4/8", "pruning round 1", "teacher_accuracy 80.0%", "warning: careful"):
+    for needle in ("1/2 dense", "2/2 phase1", "epoch 2/2", "loss 1.2500", "acc 75.0%", "sparsity 50.0%",
+                   "bits 4/8", "pruning round 1", "teacher acc 80.0%", "warning: careful"):
         assert needle in text, needle
 
 

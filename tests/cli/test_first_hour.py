@@ -260,3 +260,53 @@ def test_export_of_an_artifact_to_an_artifact_names_the_right_command(finished_r
                           "already a squeezer artifact", "--format onnx", "CHECKPOINT")
     assert not (tmp_path / "x.safetensors").exists()
     assert_one_line_error(invoke("eval", tmp_path), 2, "not a run's output directory")
+
+
+# --- progress at 80 columns ----------------------------------------------------------------------
+
+
+def _render_at_80(live: bool) -> list[str]:
+    import io
+    import re
+
+    from rich.console import Console
+
+    from squeezer.cli.progress import ProgressRenderer
+    from squeezer.pipeline.events import EpochEnded, Pruned, RunStarted, StageEnded, StageStarted, StepEnded
+
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=live, width=80, color_system=None)
+    with ProgressRenderer(console, live=live) as r:
+        r(RunStarted("r.toml", ("dense", "phase1", "phase2"), "out"))
+        r(StageStarted(0, "dense", "train", 12, 22))
+        r(EpochEnded(0, 11, 0.0412, 0.993, 0.0, "fp32"))
+        r(StageEnded(0, "dense", 0.993))
+        r(StageStarted(1, "phase1", "prune", 20, 22))
+        r(Pruned(1, 0, 0.45, 0.451, ()))
+        r(EpochEnded(1, 3, 0.1, 0.98, 0.451, "4/8"))
+        r(Pruned(1, 1, 0.698, 0.698, ()))
+        r(StepEnded(1, 4, 0, 0.2))
+        if live:
+            row = r.progress.tasks[0].fields if r.progress is not None else {}
+            assert row["sparsity"] == "69.8%"  # the live row shows the round just pruned to
+        r(StageEnded(1, "phase1", 0.97))
+        r(StageStarted(2, "phase2", "mutual", 12, 22))
+        r(EpochEnded(2, 1, 0.04, 0.99, 0.95, "4/8",
+                     {"student_ce": 0.04, "teacher_loss": 0.05, "teacher_accuracy": 0.995}))
+        r(EpochEnded(2, 2, 7.0712, 0.991, 0.95, "4/8",
+                     {"student_ce": 0.0412, "student_kd": 7.03, "teacher_loss": 7.1, "teacher_accuracy": 0.995}))
+        if live:
+            assert r.progress is not None and len(r.progress.tasks) == 1  # finished stages collapsed
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", buffer.getvalue()).replace("\r", "\n")
+    return [line for line in text.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize("live", [True, False], ids=["terminal", "plain"])
+def test_progress_fits_80_columns_and_shows_ce_and_kd(live: bool) -> None:
+    lines = _render_at_80(live)
+    assert max(len(line) for line in lines) < 80, max(lines, key=len)
+    text = "\n".join(lines)
+    assert "student ce 0.0412 + kd 7.0300 (last step)" in text
+    assert "teacher loss 7.1000, acc 99.5%" in text
+    assert "KD has started" in text and text.count("KD has started") == 1
+    assert "2/3 phase1 done:" in text and "pruning round 2" in text

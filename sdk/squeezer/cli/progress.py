@@ -12,15 +12,7 @@ from types import TracebackType
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    Progress,
-    ProgressColumn,
-    Task,
-    TaskID,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress, ProgressColumn, Task, TaskID
 from rich.text import Text
 
 
@@ -28,69 +20,63 @@ def percent(value: float | None) -> str:
     return "-" if value is None or value != value else f"{100 * value:.1f}%"
 
 
-class FieldColumn(ProgressColumn):
-    """One named value of a task's ``fields``, formatted (``-`` until it is known)."""
+def fit(fields: list[str], width: int) -> str:
+    """``fields`` joined by two spaces, or by one when that is too wide; never wider than ``width``
+    (the line is cut with an ellipsis: a line that wraps at 80 columns reads as several)."""
+    for sep in ("  ", " "):
+        line = sep.join(f for f in fields if f)
+        if len(line) <= width:
+            return line
+    return line[: max(1, width - 1)] + "…"
 
-    def __init__(self, field: str, label: str = "", style: str = "", width: int | None = None) -> None:
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds:
+        return "-:--:--"
+    seconds = int(max(0.0, seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class StageRow(ProgressColumn):
+    """A stage's live row, one line at any width: ``2/3 phase1 ━━━━╸━━━  epoch 3/20  loss 0.1234
+    acc 97.1%  sparsity 69.8%  bits 4/8  ETA 0:00:12``. What does not fit goes, least useful first:
+    the bar shrinks (to 6 cells), then bits, the step count and the elapsed time are left out."""
+
+    def __init__(self, console: Console) -> None:
         super().__init__()
-        self.field, self.label, self.style, self.width = field, label, style, width
-
-    def render(self, task: Task) -> Text:
-        value = task.fields.get(self.field)
-        text = "-" if value is None else str(value)
-        if self.width is not None:
-            text = text.rjust(self.width)
-        out = Text()
-        if self.label:
-            out.append(f"{self.label} ", style="dim")
-        out.append(text, style=self.style)
-        return out
-
-
-class StageColumn(ProgressColumn):
-    """``2/3 phase1`` (stage number of the run, and its name)."""
+        self.console = console
 
     def render(self, task: Task) -> Text:
         f = task.fields
-        return Text.assemble((f"{f['index'] + 1}/{f['stages']} ", "dim"), (str(f["name"]), "bold cyan"))
-
-
-class EpochStepColumn(ProgressColumn):
-    """``epoch 1/4 step 10/21``."""
-
-    def render(self, task: Task) -> Text:
-        f = task.fields
-        return Text.assemble(
-            ("epoch ", "dim"), f"{f['epoch']}/{f['epochs']}", ("  step ", "dim"), f"{f['step']}/{f['steps']}"
-        )
+        width = max(20, self.console.width - 1)  # a line of exactly the terminal's width may wrap
+        name = f"{f['index'] + 1}/{f['stages']} {f['name']}"
+        epoch = f"epoch {f['epoch']}/{f['epochs']}"
+        step = f"step {f['step']}/{f['steps']}"
+        metrics = [f"loss {f['loss'] or '-'}", f"acc {f['accuracy'] or '-'}", f"sparsity {f['sparsity'] or '-'}"]
+        bits = f"bits {f['bits']}" if f["bits"] else ""
+        eta = f"ETA {_clock(task.time_remaining)}" if not task.finished else _clock(task.elapsed)
+        for bar, with_step, with_bits in ((24, True, True), (12, True, True), (12, False, True), (6, False, True),
+                                          (6, False, False)):
+            parts = [epoch, step if with_step else "", *metrics, bits if with_bits else "", eta]
+            rest = "  ".join(p for p in parts if p)
+            if len(name) + bar + 2 + 2 + len(rest) <= width:
+                break
+        done = task.completed / task.total if task.total else 0.0
+        filled = round(bar * min(1.0, done))
+        text = Text(no_wrap=True, overflow="ellipsis")
+        text.append(name, style="bold cyan")
+        text.append(" ")
+        text.append("━" * filled, style="magenta")
+        text.append("━" * (bar - filled), style="grey23")
+        text.append("  ")
+        text.append(fit([p for p in parts if p], max(1, width - len(name) - bar - 3)))
+        text.truncate(width, overflow="ellipsis")
+        return text
 
 
 def make_progress(console: Console) -> Progress:
-    """The live display: one row per stage with its own bar, metrics and ETA."""
-    return Progress(
-        StageColumn(),
-        EpochStepColumn(),
-        BarColumn(bar_width=24),
-        FieldColumn("loss", "loss", width=6),
-        FieldColumn("accuracy", "acc", "green", width=6),
-        FieldColumn("sparsity", "sparsity", "magenta", width=6),
-        FieldColumn("bits", "bits", "yellow"),
-        TimeElapsedColumn(),
-        TextEta(),
-        console=console,
-        transient=False,
-        refresh_per_second=8,
-    )
-
-
-class TextEta(TimeRemainingColumn):
-    """``ETA 0:00:12`` while a stage runs, nothing once it is done."""
-
-    def render(self, task: Task) -> Text:
-        if task.finished:
-            return Text("")
-        remaining = super().render(task)
-        return Text.assemble(("ETA ", "dim"), remaining)
+    """The live display: one row per running stage (finished ones collapse into a printed line)."""
+    return Progress(StageRow(console), console=console, transient=False, refresh_per_second=8, expand=False)
 
 
 class ProgressRenderer:
@@ -113,6 +99,7 @@ class ProgressRenderer:
         self.last_checkpoint: str | None = None
         self._t0 = time.monotonic()
         self._stage_t0: dict[int, float] = {}
+        self._kd_started: set[int] = set()
 
     # context manager: the live display is shown while the run lasts
     def __enter__(self) -> ProgressRenderer:
@@ -190,12 +177,20 @@ class ProgressRenderer:
         )
 
     def on_EpochEnded(self, e: Any) -> None:
-        extra = "".join(f"  {k} {_metric(k, v)}" for k, v in sorted(e.extra.items()))
-        line = (
-            f"stage {self._stage_label(e.stage)}  epoch {e.epoch + 1}/{self.epochs.get(e.stage, '?')}  "
-            f"loss {e.loss:.4f}  acc {percent(e.accuracy)}  sparsity {percent(e.sparsity)}  "
-            f"bits {e.bits}{extra}  [{time.monotonic() - self._stage_t0.get(e.stage, self._t0):.1f}s]"
-        )
+        width = self._width()
+        elapsed = time.monotonic() - self._stage_t0.get(e.stage, self._t0)
+        line = fit([self._stage_label(e.stage), f"epoch {e.epoch + 1}/{self.epochs.get(e.stage, '?')}",
+                    f"loss {e.loss:.4f}", f"acc {percent(e.accuracy)}", f"sparsity {percent(e.sparsity)}",
+                    f"bits {e.bits}", f"[{elapsed:.1f}s]"], width)
+        lines = [line]
+        extra = dict(e.extra)
+        parts = parts_line(extra, width)
+        if parts:
+            lines.append(parts)
+        if "student_kd" in extra and e.stage not in self._kd_started:
+            self._kd_started.add(e.stage)
+            lines.append(fit(["  note: KD has started: loss is now CE + KD terms (the jump is no divergence)"],
+                             width))
         if self.progress is not None and e.stage in self.tasks:
             steps = self.steps.get(e.stage, 1)
             self.progress.update(
@@ -207,21 +202,24 @@ class ProgressRenderer:
                 sparsity=percent(e.sparsity),
                 bits=e.bits,
             )
-            self.progress.console.print(Text(line, style="dim"), soft_wrap=True)
+            for text in lines:
+                self.progress.console.print(Text(text, style="dim"), soft_wrap=True)
         else:
-            self._plain(line)
+            for text in lines:
+                self._plain(text)
 
     def on_Pruned(self, e: Any) -> None:
-        self._plain(
-            f"stage {self._stage_label(e.stage)}  pruning round {e.round + 1}: "
-            f"target {percent(e.target)}, achieved {percent(e.achieved)}"
-        )
+        if self.progress is not None and e.stage in self.tasks:  # the live row shows the sparsity now reached
+            self.progress.update(self.tasks[e.stage], sparsity=percent(e.achieved))
+        self._plain(fit([self._stage_label(e.stage), f"pruning round {e.round + 1}:",
+                         f"target {percent(e.target)}, achieved {percent(e.achieved)}"], self._width()))
 
     def on_StageEnded(self, e: Any) -> None:
-        if self.progress is not None and e.index in self.tasks:
-            task = self.tasks[e.index]
-            self.progress.update(task, completed=self.progress.tasks[task].total, accuracy=percent(e.accuracy))
-        self._plain(f"stage {self._stage_label(e.index)} done: accuracy {percent(e.accuracy)}")
+        if self.progress is not None and e.index in self.tasks:  # a finished stage collapses into its line
+            self.progress.remove_task(self.tasks.pop(e.index))
+        elapsed = time.monotonic() - self._stage_t0.get(e.index, self._t0)
+        self._plain(fit([f"{self._stage_label(e.index)} done:", f"accuracy {percent(e.accuracy)}",
+                         f"[{_clock(elapsed)}]"], self._width()))
 
     def on_Checkpointed(self, e: Any) -> None:
         self.checkpointed = True
@@ -234,14 +232,43 @@ class ProgressRenderer:
             target = self.progress.console if self.progress is not None else self.console
             target.print(Text(f"{e.level}: {e.text}", style="yellow"), soft_wrap=True)
 
+    def _width(self) -> int:
+        """Lines stay within the console (80 columns when it is not a terminal)."""
+        return max(40, (self.progress.console if self.progress is not None else self.console).width - 1)
+
     def _stage_label(self, index: int) -> str:
         total = len(self.stages)
         name = self.stages[index] if index < total else "?"
         return f"{index + 1}/{total} {name}" if total else f"{index + 1} {name}"
 
 
+# how the stages' extra metrics read (the mutual stage: the student's CE and KD of the epoch's last
+# step, the teacher's loss of that step and its accuracy after the epoch)
+_PARTS = {"student_ce": "student ce", "student_kd": "kd", "teacher_loss": "teacher loss",
+          "teacher_accuracy": "teacher acc"}
+
+
 def _metric(name: str, value: float) -> str:
     return percent(value) if "accuracy" in name else f"{value:.4f}"
+
+
+def parts_line(extra: dict[str, float], width: int) -> str:
+    """The second line of an epoch with extra metrics, e.g. ``  student ce 0.0412 + kd 7.0300 (last
+    step)  teacher loss 0.0500  teacher acc 99.5%``; empty without extras."""
+    if not extra:
+        return ""
+    fields = []
+    step = [f"{_PARTS[k]} {extra[k]:.4f}" for k in ("student_ce", "student_kd") if k in extra]
+    if step:
+        fields.append(" + ".join(step) + " (last step)")
+    teacher = [f"{_PARTS[k].split()[-1]} {_metric(k, extra[k])}" for k in ("teacher_loss", "teacher_accuracy")
+               if k in extra]
+    if teacher:
+        fields.append("teacher " + ", ".join(teacher))
+    for key in sorted(extra):
+        if key not in _PARTS:
+            fields.append(f"{key} {_metric(key, extra[key])}")
+    return "  " + fit(fields, width - 2)
 
 
 def _count(n: int, noun: str) -> str:
