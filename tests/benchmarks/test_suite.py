@@ -1,0 +1,155 @@
+"""The model suite (benchmarks/suite, issue 16): every member builds, its data factory yields the
+right shapes and labels, its splits are fixed and disjoint, and it runs end to end through the
+bundled PQK recipe on a tiny budget (benchmarks/suite_run.py with a data subset). The full
+benchmark is not run here."""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.suite import MEMBERS, REGISTRY, Member  # noqa: E402
+from benchmarks.suite.common import random_shift, stratified_split  # noqa: E402
+
+from benchmarks import suite_run  # noqa: E402
+
+# input shape (without the batch), number of classes, input dtype
+EXPECTED = {
+    "digits_cnn": ((1, 8, 8), 10, torch.float32),
+    "kws_dscnn": ((1, 40, 32), 12, torch.float32),
+    "resnet_shapes": ((1, 16, 16), 10, torch.float32),
+    "mobilenet_digits": ((1, 16, 16), 10, torch.float32),
+    "transformer_tokens": ((32,), 8, torch.long),
+    "gru_sensors": ((64, 3), 6, torch.float32),
+}
+IDS = [m.name for m in MEMBERS]
+
+
+def test_registry_covers_the_brief() -> None:
+    assert set(REGISTRY) == set(EXPECTED)
+    assert len({m.domain for m in MEMBERS}) >= 3
+    factories = {m.model["factory"] for m in MEMBERS}
+    assert {"squeezer.examples.digits:make_model", "squeezer.examples.kws:make_model"} <= factories
+    for m in MEMBERS:  # the recipe names them by import path; the paths resolve
+        for path in (m.model["factory"], m.data["factory"], m.splits):
+            assert callable(suite_run_resolve(path)), path
+
+
+def suite_run_resolve(path: str) -> object:
+    from benchmarks.suite.registry import _resolve
+
+    return _resolve(path)
+
+
+@pytest.mark.parametrize("member", MEMBERS, ids=IDS)
+def test_model_builds_edge_sized(member: Member) -> None:
+    torch.manual_seed(0)
+    model = member.build_model()
+    weights = sum(p.numel() for p in model.parameters() if p.dim() > 1)
+    assert 20_000 <= weights <= 200_000, weights
+    shape, classes, dtype = EXPECTED[member.name]
+    x = torch.zeros(3, *shape, dtype=dtype)
+    out = model.eval()(x)
+    assert out.shape == (3, classes) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("member", MEMBERS, ids=IDS)
+def test_data_factory_shapes_and_labels(member: Member) -> None:
+    shape, classes, dtype = EXPECTED[member.name]
+    splits = member.make_splits()
+    train, val = member.loaders(batch_size=32)
+    torch.manual_seed(0)
+    x, y = next(iter(train))
+    assert x.shape == (32, *shape) and x.dtype == dtype and torch.isfinite(x.float()).all()
+    assert y.dtype == torch.long and int(y.min()) >= 0 and int(y.max()) < classes
+    assert len(train.dataset) == len(splits.train) and len(val.dataset) == len(splits.val)
+    xv, yv = next(iter(val))  # validation: in order, unaugmented
+    assert torch.equal(xv, splits.val.tensors[0][: len(xv)]) and torch.equal(yv, splits.val.tensors[1][: len(yv)])
+    for part in splits:  # every class in every split, no class dominating
+        counts = torch.bincount(part.tensors[1], minlength=classes)
+        assert len(counts) == classes and int(counts.min()) > 0
+        assert int(counts.max()) <= 2 * int(counts.min()) + 2
+    small, _ = member.loaders(batch_size=32, subset=40)
+    assert len(small.dataset) == 40
+
+
+@pytest.mark.parametrize("member", MEMBERS, ids=IDS)
+def test_splits_fixed_and_disjoint(member: Member) -> None:
+    splits = member.make_splits()
+    fn = suite_run_resolve(member.splits)
+    again = fn.__wrapped__()  # bypass the cache: generated anew
+    for a, b in zip(splits, again, strict=True):
+        assert all(torch.equal(s, t) for s, t in zip(a.tensors, b.tensors, strict=True))
+    digests = [{hashlib.sha1(x.numpy().tobytes()).hexdigest() for x in part.tensors[0]} for part in splits]
+    assert all(len(d) == len(p) for d, p in zip(digests, splits, strict=True))  # no sample twice in a split
+    assert not (digests[0] & digests[1]) and not (digests[0] & digests[2]) and not (digests[1] & digests[2])
+
+
+def test_digits_split_is_the_bundled_one_cut_in_three() -> None:
+    from benchmarks.suite.digits_cnn import digit_indices
+
+    from squeezer.examples.digits import split_indices
+
+    train, val, test = digit_indices()
+    bundled_train, bundled_val = split_indices(0)
+    assert (len(train), len(val), len(test)) == (1047, 300, 450)
+    assert set(train) | set(val) == set(bundled_train) and not set(train) & set(val)
+    assert list(test) == list(bundled_val)
+
+
+def test_stratified_split_and_shift() -> None:
+    target = torch.arange(100).remainder(4).numpy()
+    parts = stratified_split(target, (0.5, 0.3, 0.2), seed=1)
+    assert sorted(int(i) for p in parts for i in p) == list(range(100))
+    assert [len(p) for p in parts] == [48, 32, 20]  # 12 / 8 / 5 per class (cuts at round(12.5), round(20))
+    x = torch.arange(16.0).view(1, 1, 4, 4).repeat(50, 1, 1, 1)
+    torch.manual_seed(0)
+    y = random_shift(x, 1)
+    assert y.shape == x.shape and (y == 0).any()
+    kept = [(r == x[0]).all() or r.sum() < x[0].sum() for r in y]  # shifts lose pixels, never add new ones
+    assert all(kept)
+
+
+def test_recipe_is_the_bundled_one() -> None:
+    """Only [model], [data], the target sparsity and the bits differ from pqk.toml."""
+    member = REGISTRY["resnet_shapes"]
+    bundled = suite_run.bundled_recipe()
+    recipe = suite_run.pqk_recipe(member, 0.9, 4, "out")
+    assert recipe["model"] == member.model
+    assert recipe["data"] == {**member.data, "batch_size": bundled["data"]["batch_size"]}
+    prune = recipe["stages"][1]
+    assert prune["scheduler"]["target"] == 0.9 and prune["quantizer"]["bits"] == 4
+    assert prune["quantizer"]["overrides"] == bundled["stages"][1]["quantizer"]["overrides"]
+    prune["scheduler"]["target"] = bundled["stages"][1]["scheduler"]["target"]
+    prune["quantizer"]["bits"] = bundled["stages"][1]["quantizer"]["bits"]
+    for key in ("model", "data", "output_dir", "device"):
+        recipe.pop(key, None)
+        bundled.pop(key, None)
+    assert recipe == bundled
+    assert suite_run.total_epochs(suite_run.pqk_recipe(member, 0.9, 4, "out")) == 44
+
+
+@pytest.mark.parametrize("member", MEMBERS, ids=IDS)
+def test_end_to_end_tiny(member: Member) -> None:
+    """The bundled recipe on the member (1 dense epoch, 5 rounds x 1, Phase 2 1 epoch; 96 samples),
+    measured as the benchmark measures it."""
+    row = suite_run.run_one(member, "pqk", 0, 0.9, 4, scale=0.01, data_options={"subset": 96})
+    assert "error" not in row, row.get("traceback")
+    assert row["epochs"] == 7 and abs(row["sparsity"] - 0.9) < 0.02
+    for key in ("student", "dense"):
+        assert set(row[key]) >= {"train", "val", "test"}
+        assert all(0.0 <= row[key][s] <= 100.0 for s in ("train", "val", "test"))
+    assert row["artifact_bytes"] > 0 and 0 < row["accounted_bytes"] < row["fp32_bytes"]
+    assert len(row["dead_rows"]) == len(row["layers"]) > 0
+    assert all(0 <= d["dead_mask"] <= d["dead_quantized"] <= d["rows"] for d in row["dead_rows"])
+    text = suite_run.report({"meta": {"models": [member.name], "seeds": [0], "sparsity": 0.9, "bits": 4,
+                                      "epochs_scale": 0.01}, "runs": [row]})
+    assert member.name in text and "SMOKE RUN" in text
