@@ -310,3 +310,34 @@ def test_progress_fits_80_columns_and_shows_ce_and_kd(live: bool) -> None:
     assert "teacher loss 7.1000, acc 99.5%" in text
     assert "KD has started" in text and text.count("KD has started") == 1
     assert "2/3 phase1 done:" in text and "pruning round 2" in text
+
+
+# --- help and output text ------------------------------------------------------------------------
+
+
+def test_help_text_is_not_read_as_markup() -> None:
+    text = invoke("export", "--help").stdout
+    assert "squeezer[onnx]" in text and "[model] and [data]" in text
+    assert "[model] and [data]" in invoke("eval", "--help").stdout
+
+
+def test_plugin_descriptions_show_no_rst_markup() -> None:
+    text = invoke("plugins", "list").stdout + invoke("recipe", "schema").stdout
+    assert "``" not in text and ":class:" not in text
+
+
+def test_json_stage_accuracy_by_name_and_sizes_in_whole_bytes(tmp_path: Path) -> None:
+    import json
+
+    recipe = write(tmp_path / "r.toml", TINY_RECIPE)
+    result = invoke("run", recipe, "--out", tmp_path / "o", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert list(data["stage_accuracy"]) == ["dense", "prune", "mutual"]
+    assert all(isinstance(v, int) for v in data["sizes"].values()), data["sizes"]
+
+
+def test_stage_keys_of_stages_sharing_a_name() -> None:
+    from squeezer.cli.summary import stage_keys
+
+    assert stage_keys(["dense", "prune", "prune"]) == ["dense", "1:prune", "2:prune"]

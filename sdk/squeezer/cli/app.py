@@ -106,6 +106,7 @@ app = typer.Typer(
     cls=SqueezerGroup,
     epilog=EPILOG,
     no_args_is_help=True,
+    rich_markup_mode=None,  # help text is plain: [model] and squeezer[onnx] are not rich markup
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["--help", "-h"]},
 )

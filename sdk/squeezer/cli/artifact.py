@@ -73,7 +73,7 @@ def report_table(report: Any) -> Table:
     for layer in report.layers:
         table.add_row(
             Text(layer.name), "x".join(map(str, layer.shape)), percent(layer.sparsity),
-            bits_label(layer.bits) if layer.encoding == "quantized" else "fp",
+            bits_label(layer.bits) if layer.encoding == "quantized" else "fp32",
             layer.mask_coding, f"{layer.bytes:,}", f"{layer.bound_bytes + layer.scale_bytes:,.0f}",
             f"{layer.ratio:.3f}",
         )

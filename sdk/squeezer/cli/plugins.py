@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any
 
 import typer
@@ -15,6 +16,7 @@ plugins_app = typer.Typer(
     help="Inspect the installed plugins and the strategies they register.",
     epilog="Example:\n\n  squeezer plugins list\n",
     no_args_is_help=True,
+    rich_markup_mode=None,  # help text is plain: [model] and squeezer[onnx] are not rich markup
 )
 
 LIST_EPILOG = """\
@@ -26,6 +28,12 @@ Examples:
 
   SQUEEZER_BLOCK_PLUGINS=lsq squeezer plugins list
 """
+
+
+def plain_rst(text: str) -> str:
+    """A docstring's reST inline markup as a terminal shows it: ``code`` -> `code`, :class:`~a.B` -> `B`."""
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", lambda m: "`" + m.group(1).rsplit(".", 1)[-1] + "`", text)
+    return re.sub(r"``([^`]+)``", r"`\1`", text)
 
 
 def registry_listing() -> dict[str, list[dict[str, Any]]]:
@@ -63,7 +71,7 @@ def list_command(
         table.add_column("version")
         table.add_column("description", overflow="fold")
         for e in entries:
-            table.add_row(*(Text(cell) for cell in (e["name"], e["plugin"], e["version"] or "-", e["help"])))
+            table.add_row(*(Text(cell) for cell in (e["name"], e["plugin"], e["version"] or "-", plain_rst(e["help"]))))
         if not entries:
             table.add_row("-", "-", "-", "none registered")
         console.print(table)

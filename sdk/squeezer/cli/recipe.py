@@ -18,6 +18,7 @@ recipe_app = typer.Typer(
     help="Validate recipes, show them with defaults filled in, and list every option.",
     epilog="Examples:\n\n  squeezer recipe validate recipe.toml\n\n  squeezer recipe schema\n",
     no_args_is_help=True,
+    rich_markup_mode=None,  # help text is plain: [model] and squeezer[onnx] are not rich markup
 )
 
 RecipeArg = Annotated[Path, typer.Argument(help="Recipe TOML file.", show_default=False)]
@@ -47,7 +48,7 @@ def validate_command(recipe: RecipeArg) -> None:
     that its factories exist (each module is found on the import path and its source read for the
     function; the user's code is not run, so what the factories return is checked by squeezer run).
 
-    Prints 'ok: RECIPE (N stages; factories found: ...)'; any problem is one line naming the file and field.
+    Prints 'ok: RECIPE (N stages; factories found, not run: ...)'; any problem is one line naming the file and field.
     """
     from squeezer.cli.preflight import check_factories
 
@@ -188,7 +189,9 @@ def schema() -> dict[str, Any]:
 
 
 def _fields_table(title: str, fields: list[dict[str, Any]]) -> Table:
-    table = Table(title=Text(title, style="bold"), title_justify="left", show_edge=False, expand=False)
+    from squeezer.cli.plugins import plain_rst
+
+    table = Table(title=Text(plain_rst(title), style="bold"), title_justify="left", show_edge=False, expand=False)
     table.add_column("field", style="cyan", no_wrap=True)
     table.add_column("type", no_wrap=True)
     table.add_column("default")
@@ -198,7 +201,7 @@ def _fields_table(title: str, fields: list[dict[str, Any]]) -> Table:
         help_text = f["help"]
         if "plugins" in f:
             help_text = f"{help_text} (a registered {f['plugins']}, see below)"
-        table.add_row(*(Text(cell) for cell in (f["name"], f["type"], default, help_text)))
+        table.add_row(*(Text(plain_rst(cell)) for cell in (f["name"], f["type"], default, help_text)))
     if not fields:
         table.add_row("-", "", "", "no options")
     return table

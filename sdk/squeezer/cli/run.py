@@ -121,7 +121,7 @@ def run_command(
 
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun, rank 0 reports
-    data = result_dict(result, _torch_save_bytes(result, rec))
+    data = result_dict(result, _torch_save_bytes(result, rec), tuple(s.label for s in rec.stages))
     if json_out:
         typer.echo(json.dumps(data, indent=2, default=str))
     elif quiet:

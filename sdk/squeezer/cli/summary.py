@@ -31,7 +31,16 @@ def bits_label(bits: int | None) -> str:
     return "fp32" if bits is None or bits >= 32 else str(bits)
 
 
-def result_dict(result: Any, torch_save_bytes: int | None) -> dict[str, Any]:
+def _bytes(n: float | None) -> int | None:
+    return None if n is None else round(n)
+
+
+def stage_keys(names: tuple[str, ...] | list[str]) -> list[str]:
+    """A stage's key in ``--json``: its name, or ``INDEX:NAME`` when two stages share the name."""
+    return [name if names.count(name) == 1 else f"{i}:{name}" for i, name in enumerate(names)]
+
+
+def result_dict(result: Any, torch_save_bytes: int | None, stages: tuple[str, ...] = ()) -> dict[str, Any]:
     """A :class:`~squeezer.pipeline.RunResult` as JSON-able data (``squeezer run --json``)."""
     report = result.report
     layers = [
@@ -45,18 +54,21 @@ def result_dict(result: Any, torch_save_bytes: int | None) -> dict[str, Any]:
         for name, numel, nnz, bits in result.layers
     ]
     sizes = {
-        "dense_fp32_bytes": report.dense_fp32_bytes if report is not None else None,
-        "torch_save_bytes": torch_save_bytes,
-        "artifact_bytes": report.file_bytes if report is not None else None,
-        "information_bound_bytes": report.bound_bytes if report is not None else None,
+        "dense_fp32_bytes": _bytes(report.dense_fp32_bytes) if report is not None else None,
+        "torch_save_bytes": _bytes(torch_save_bytes),
+        "artifact_bytes": _bytes(report.file_bytes) if report is not None else None,
+        "information_bound_bytes": _bytes(report.bound_bytes) if report is not None else None,
     }
+    by_index = dict(result.record.stage_accuracy)
+    keys = stage_keys(list(stages))
+    stage_accuracy = {keys[int(i)] if i.isdigit() and int(i) < len(keys) else i: acc for i, acc in by_index.items()}
     return {
         "output_dir": str(result.output_dir),
         "artifact": str(result.artifact) if result.artifact is not None else None,
         "dense_accuracy": result.dense_accuracy,
         "accuracy": result.accuracy,
         "sparsity": result.sparsity,
-        "stage_accuracy": dict(result.record.stage_accuracy),
+        "stage_accuracy": stage_accuracy,  # by stage name, in the recipe's order
         "layers": layers,
         "sizes": sizes,
         "artifact_report": report.to_dict() if report is not None else None,
@@ -103,8 +115,11 @@ def print_summary(console: Console, data: dict[str, Any]) -> None:
     table.add_column("note", style="dim")
     dense_bytes = sizes["dense_fp32_bytes"]
     table.add_row("FP32 dense", fmt_bytes(dense_bytes), "4 bytes per model value")
-    table.add_row("torch.save (masked model)", fmt_bytes(sizes["torch_save_bytes"]),
-                  "zeros stored as zeros" if sizes["torch_save_bytes"] is not None else "not available")
+    saved = sizes["torch_save_bytes"]
+    why = "zeros stored as zeros" if saved is not None else "not available"
+    if saved is not None and dense_bytes and saved > dense_bytes:
+        why = "zeros stored as zeros, plus the masks and quantizer state: more than dense"
+    table.add_row("torch.save (masked model)", fmt_bytes(saved), why)
     artifact = sizes["artifact_bytes"]
     ratio = f"{dense_bytes / artifact:.1f}x smaller than FP32 dense" if artifact and dense_bytes else ""
     table.add_row("artifact", fmt_bytes(artifact), ratio)
