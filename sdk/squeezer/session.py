@@ -42,7 +42,7 @@ from squeezer.engine import (
 )
 from squeezer.errors import ConfigError, PluginError
 from squeezer.recipe.configs import PruneStage, QuantizerChoice
-from squeezer.recipe.loader import checked_schedule
+from squeezer.recipe.loader import check_strategy, checked_schedule
 from squeezer.registry import Registry
 
 if TYPE_CHECKING:
@@ -69,10 +69,7 @@ def _quantizer_choice(spec: StrategySpec | QuantizerChoice, registry: Registry) 
     else:
         name, options = _split(spec, "quantizer")
         choice = QuantizerChoice(name=name, options=options)
-    registry.create("quantizer", choice.name, choice.options, where="quantizer")
-    for j, override in enumerate(choice.overrides):
-        registry.create("quantizer", choice.name, {**choice.options, **override.options},
-                        where=f"quantizer.overrides[{j}]")
+    check_strategy(registry, "quantizer", choice, "quantizer")
     return choice
 
 

@@ -287,14 +287,19 @@ def check_strategies(recipe: Recipe, registry: Registry) -> None:
     src = recipe.source
     for i, stage in enumerate(recipe.stages):
         for field, extension, choice in plugin_fields(stage):
-            where = f"{src}: stages[{i}].{field}"
-            strategy = registry.create(extension, choice.name, choice.options, where=where)
-            if extension == "scheduler":
-                _check_schedule(strategy, f"{where} ({choice.name})")
-            for j, o in enumerate(getattr(choice, "overrides", ())):  # a quantizer's per-layer options
-                if not o.skip:
-                    registry.create(extension, choice.name, {**choice.options, **o.options},
-                                    where=f"{where}.overrides[{j}]")
+            check_strategy(registry, extension, choice, f"{src}: stages[{i}].{field}")
+
+
+def check_strategy(registry: Registry, extension: str, choice: Any, where: str) -> Any:
+    """Build the strategy ``choice`` names (a ``Strategy`` or ``QuantizerChoice``) once, with each
+    per-layer override's options too, and check a scheduler's contract; returns the strategy."""
+    strategy = registry.create(extension, choice.name, choice.options, where=where)
+    if extension == "scheduler":
+        _check_schedule(strategy, f"{where} ({choice.name})")
+    for j, o in enumerate(getattr(choice, "overrides", ())):  # a quantizer's per-layer options
+        if not o.skip:
+            registry.create(extension, choice.name, {**choice.options, **o.options}, where=f"{where}.overrides[{j}]")
+    return strategy
 
 
 def _check_schedule(scheduler: Any, where: str) -> list[float]:
