@@ -485,7 +485,7 @@ def test_export_onnx_needs_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name in ("onnx", "onnxruntime") else real(name, *a))
     result = invoke("export", tmp_path / "ckpt", "--out", tmp_path / "m.onnx", "--format", "onnx")
-    assert_one_line_error(result, 1, "pip install 'squeezer[onnx]'")
+    assert_one_line_error(result, 1, "pip install -c constraints.txt -e '.[onnx]'")
     assert not (tmp_path / "m.onnx").exists()
 
 

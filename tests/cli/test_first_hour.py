@@ -317,7 +317,7 @@ def test_progress_fits_80_columns_and_shows_ce_and_kd(live: bool) -> None:
 
 def test_help_text_is_not_read_as_markup() -> None:
     text = invoke("export", "--help").stdout
-    assert "squeezer[onnx]" in text and "[model] and [data]" in text
+    assert "-e '.[onnx]'" in text and "[model] and [data]" in text
     assert "[model] and [data]" in invoke("eval", "--help").stdout
 
 

@@ -174,7 +174,8 @@ def export_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="Artifact file to write.", show_default=False)],
     format: Annotated[Format, typer.Option(
         "--format", help="Artifact format: squeezer, or onnx (quantized weights as int8 codes + DequantizeLinear, "
-                         "verified with onnxruntime; needs squeezer[onnx]).")] = Format.squeezer,
+                         "verified with onnxruntime; needs the onnx extra: "
+                         "pip install -c constraints.txt -e '.[onnx]').")] = Format.squeezer,
     recipe: Annotated[Path | None, typer.Option(
         "--recipe", help="Recipe whose [model] and [data] rebuild the model. Default: the one recorded in the "
                          "checkpoint (its factories must be trusted).", show_default=False)] = None,
@@ -189,7 +190,8 @@ def export_command(
     if format is Format.onnx:
         missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
         if missing:
-            raise CliError(f"--format onnx needs {' and '.join(missing)}: pip install 'squeezer[onnx]'", FAILURE)
+            raise CliError(f"--format onnx needs {' and '.join(missing)}: pip install -c constraints.txt -e '.[onnx]' "
+                           "in squeezer's clone", FAILURE)
 
     from squeezer.artifact import export
 
