@@ -354,7 +354,8 @@ def report(data: dict[str, Any]) -> str:
         "eval mode. Differences are paired by seed.",
         "",
         f"torch {meta.get('torch')}, {meta.get('threads')} thread(s), one run at a time, "
-        f"{meta.get('cpus')} CPU(s) shared with other work; wall time {meta.get('wall_seconds', 0) / 60:.1f} min.",
+        f"{meta.get('cpus')} CPU(s) shared with other work; wall time {meta.get('wall_seconds', 0) / 60:.1f} min "
+        "(all invocations).",
         "",
         "- **dense@12**: the recipe's own dense stage (the model PQK starts from), from the same run.",
         "- **dense@44**: the recipe's dense stage run for the whole budget (equal-budget FP32 reference).",
@@ -469,6 +470,9 @@ def report(data: dict[str, Any]) -> str:
                 f"| {_ms([r['student']['test'] for r in lamp.values()])} "
                 f"| {statistics.mean(dead):.1f} ({statistics.mean(dead_m):.1f}) / {total} | {dw_text} "
                 f"| {_ms([float(dead_of(r)) for r in lamp.values()], 1)} | {shown} |")
+    if meta.get("observations"):
+        lines += ["", "## Observations (written from this run's numbers, not generated)", "",
+                  meta["observations"].strip()]
     notes = sorted({n for r in runs for n in r.get("notes", [])})
     if notes:
         lines += ["", "## Warnings the pipeline emitted", "", *[f"- {n}" for n in notes[:20]]]
@@ -501,11 +505,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=RESULTS / "suite.json")
     ap.add_argument("--why", default="", help="with --append: the reason, shown in the report")
+    ap.add_argument("--observations", type=Path, help="with --report-only: a Markdown file of observations to keep")
     ap.add_argument("--report-only", action="store_true", help="regenerate the Markdown from --out")
     args = ap.parse_args(argv)
     md = args.out.with_name("SUITE.md") if args.out.name == "suite.json" else args.out.with_suffix(".md")
     if args.report_only:
-        md.write_text(report(json.loads(args.out.read_text(encoding="utf-8"))), encoding="utf-8")
+        stored = json.loads(args.out.read_text(encoding="utf-8"))
+        if args.observations is not None:  # kept in the JSON, so a regenerated report keeps them
+            stored["meta"]["observations"] = args.observations.read_text(encoding="utf-8")
+            write_json(args.out, stored)
+        md.write_text(report(stored), encoding="utf-8")
         print(md)
         return 0
     os.environ.setdefault("SQUEEZER_DISABLE_PLUGIN_AUTOLOAD", "1")
