@@ -365,7 +365,7 @@ def run_squeezer(seed: int, b: dict[str, Any], sparsity: float, bits: int, phase
     out = {"accuracy": result.accuracy, "dense_accuracy": result.dense_accuracy, "sparsity": result.sparsity,
            "size_bytes": size_bytes(stats, others(model, [s[0] for s in stats])),
            "artifact_bytes": file_bytes, "artifact_payload_bytes": int(payload) if payload is not None else None,
-           "stage_accuracy": result.records.get("stage_accuracy"), "stage_seconds": stage_seconds,
+           "stage_accuracy": result.record.stage_accuracy, "stage_seconds": stage_seconds,
            "layer_density": {s[0]: s[2] / s[1] for s in stats}, "layer_bits": {s[0]: s[3] for s in stats},
            "epochs": b["total_epochs"]}
     if teacher_acc:

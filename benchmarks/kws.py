@@ -133,7 +133,7 @@ def run_squeezer(seed: int, b: dict[str, Any], sparsity: float, bits: int, phase
              for path, numel, nnz, bits_ in result.layers]
     out = {"accuracy": result.accuracy, "dense_accuracy": result.dense_accuracy, "sparsity": result.sparsity,
            "size_bytes": size_bytes(stats, others(model, [s[0] for s in stats])), "fp32_bytes": fp32_bytes(model),
-           "artifact_bytes": file_bytes, "stage_accuracy": result.records.get("stage_accuracy"),
+           "artifact_bytes": file_bytes, "stage_accuracy": result.record.stage_accuracy,
            "stage_seconds": stage_seconds, "layer_density": {s[0]: s[2] / s[1] for s in stats},
            "epochs": b["total_epochs"]}
     if teacher_acc:

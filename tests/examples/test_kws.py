@@ -111,7 +111,8 @@ def test_recipe_validates(cli_runner: Any) -> None:
     assert prune.quantizer.overrides[0].pattern == "@first" and prune.quantizer.overrides[0].options == {"bits": 8}
     result = cli_runner.invoke(app, ["recipe", "validate", str(RECIPE)])
     assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == f"ok: {RECIPE} (3 stages)"
+    assert result.stdout.strip() == (f"ok: {RECIPE} (3 stages; factories found, not run: "
+                                     "squeezer.examples.kws:make_model, squeezer.examples.kws:make_loaders)")
 
 
 def _tiny(recipe: Recipe) -> Recipe:
