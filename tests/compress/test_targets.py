@@ -92,6 +92,21 @@ def test_parameter_glob_on_multihead_attention() -> None:
     assert (model.attn.in_proj_weight == 0).float().mean().item() == pytest.approx(0.5)
 
 
+def test_default_targets_cover_attention_and_hf_conv1d() -> None:
+    """The matrix weights of common architectures are compressed without naming them."""
+    assert set(resolve(Attention(), Targets()).targets) == {"attn.in_proj_weight", "attn.out_proj.weight"}
+    separate = nn.MultiheadAttention(8, 2, kdim=4, vdim=6)  # kdim/vdim differ: three projection matrices
+    assert set(resolve(nn.Sequential(separate), Targets()).targets) == {
+        "0.q_proj_weight", "0.k_proj_weight", "0.v_proj_weight", "0.out_proj.weight"}
+    pytorch_utils = pytest.importorskip("transformers.pytorch_utils")
+    gpt2_block = nn.Sequential(pytorch_utils.Conv1D(24, 8), nn.GELU(), pytorch_utils.Conv1D(8, 24))
+    assert resolve(gpt2_block, Targets()).targets == ("0.weight", "2.weight")
+    compress.attach(gpt2_block)
+    compress.prune(gpt2_block, lambda _p, w: w.abs().float(), 0.5)
+    assert compress.sparsity(gpt2_block) == pytest.approx(0.5, abs=0.01)
+    assert gpt2_block(torch.randn(3, 8)).shape == (3, 8)
+
+
 def test_parameter_glob_on_transformer_encoder() -> None:
     model, x = make("transformer_net")
     res = resolve(model, Targets(types=(), parameters="*.in_proj_weight"))

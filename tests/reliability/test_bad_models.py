@@ -28,7 +28,8 @@ def recipe_text(model: str, *, options: str = "", targets: str = "", stage: str 
 CASES: dict[str, tuple[dict[str, str], type[SqueezerError], tuple[str, ...]]] = {
     "no prunable layer": (dict(model="no_prunable"), TargetError,
                           ("targets matched no parameter",
-                           "types=['Linear', 'Conv1d', 'Conv2d', 'Conv3d', 'RNNBase', 'RNNCellBase']")),
+                           "types=['Linear', 'Conv1d', 'Conv2d', 'Conv3d', 'RNNBase', 'RNNCellBase', "
+                           "'MultiheadAttention', 'Conv1D']")),
     "targets match nothing": (dict(model="tiny", targets='[targets]\ninclude = ["encoder.*", "head"]'),
                               TargetError, ("matched no parameter", "include=['encoder.*', 'head']")),
     "everything excluded": (dict(model="tiny", targets='[targets]\nexclude = ["*"]'), TargetError,

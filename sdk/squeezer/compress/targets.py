@@ -21,8 +21,11 @@ from squeezer.errors import TargetError
 if TYPE_CHECKING:
     from torch import nn
 
-DEFAULT_TYPES = ("Linear", "Conv1d", "Conv2d", "Conv3d", "RNNBase", "RNNCellBase")
+#: the matrix weights of common architectures: Hugging Face's ``Conv1D`` (GPT-2's layers, a
+#: transposed Linear) and ``nn.MultiheadAttention``'s input projection (its output projection is a Linear)
+DEFAULT_TYPES = ("Linear", "Conv1d", "Conv2d", "Conv3d", "RNNBase", "RNNCellBase", "MultiheadAttention", "Conv1D")
 _RNN_WEIGHT = re.compile(r"weight_(ih|hh|hr)(_l\d+(_reverse)?)?")  # nn.LSTM's weight_ih_l0, nn.GRUCell's weight_hh
+_MHA_WEIGHT = re.compile(r"in_proj_weight|[qkv]_proj_weight")  # packed, or separate when kdim/vdim differ
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 
@@ -38,8 +41,9 @@ class Targets:
 
     types: tuple[str, ...] = attrs.field(
         default=DEFAULT_TYPES, converter=_str_tuple,
-        metadata={"help": "module class names (or base class names) whose weights are compressed: `weight`, or an "
-                          "RNN's `weight_ih_l*`/`weight_hh_l*` (RNNBase: RNN, LSTM, GRU; RNNCellBase: their cells)"},
+        metadata={"help": "module class names (or base class names) whose weights are compressed: `weight`, an "
+                          "RNN's `weight_ih_l*`/`weight_hh_l*` (RNNBase: RNN, LSTM, GRU; RNNCellBase: their cells), or "
+                          "MultiheadAttention's `in_proj_weight` (Conv1D: Hugging Face's GPT-2 layers)"},
     )
     include: tuple[str, ...] = attrs.field(
         default=("*",), converter=_str_tuple,
@@ -100,6 +104,7 @@ def resolve(model: nn.Module, targets: Targets) -> Resolution:
     from torch import nn
 
     rnns = (nn.RNNBase, nn.RNNCellBase)
+    mha = nn.MultiheadAttention
     chosen: list[str] = []
     skipped: list[Skipped] = []
     for raw_name, module in model.named_modules():
@@ -112,7 +117,8 @@ def resolve(model: nn.Module, targets: Targets) -> Resolution:
         if not own:
             continue
         label = name or "<root>"
-        weights = {a for a in own if a == "weight" or (isinstance(module, rnns) and _RNN_WEIGHT.fullmatch(a))}
+        weights = {a for a in own if a == "weight" or (isinstance(module, rnns) and _RNN_WEIGHT.fullmatch(a))
+                   or (isinstance(module, mha) and _MHA_WEIGHT.fullmatch(a))}
         by_type = bool(_type_names(module) & set(targets.types)) and bool(weights)
         for attr in sorted(own):
             path = f"{name}.{attr}" if name else attr
