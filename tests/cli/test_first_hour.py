@@ -306,7 +306,7 @@ def test_progress_fits_80_columns_and_shows_ce_and_kd(live: bool) -> None:
     lines = _render_at_80(live)
     assert max(len(line) for line in lines) < 80, max(lines, key=len)
     text = "\n".join(lines)
-    assert "student ce 0.0412 + kd 7.0300 (last step)" in text
+    assert "student ce 0.0412 + kd 7.0300 (epoch mean)" in text
     assert "teacher loss 7.1000, acc 99.5%" in text
     assert "KD has started" in text and text.count("KD has started") == 1
     assert "2/3 phase1 done:" in text and "pruning round 2" in text

@@ -253,14 +253,14 @@ def _metric(name: str, value: float) -> str:
 
 
 def parts_line(extra: dict[str, float], width: int) -> str:
-    """The second line of an epoch with extra metrics, e.g. ``  student ce 0.0412 + kd 7.0300 (last
-    step)  teacher loss 0.0500  teacher acc 99.5%``; empty without extras."""
+    """The second line of an epoch with extra metrics, e.g. ``  student ce 0.0412 + kd 7.0300 (epoch
+    mean)  teacher loss 0.0500  teacher acc 99.5%``; empty without extras."""
     if not extra:
         return ""
     fields = []
     step = [f"{_PARTS[k]} {extra[k]:.4f}" for k in ("student_ce", "student_kd") if k in extra]
     if step:
-        fields.append(" + ".join(step) + " (last step)")
+        fields.append(" + ".join(step) + " (epoch mean)")
     teacher = [f"{_PARTS[k].split()[-1]} {_metric(k, extra[k])}" for k in ("teacher_loss", "teacher_accuracy")
                if k in extra]
     if teacher:

@@ -100,7 +100,7 @@ def run_stage(ctx: Context, index: int, state: State | None, stop: _StopFlag) ->
                 distributed.broadcast_masks(ctx.model, ctx.dist)
             _adopt_new_parameters(optimizer, ctx.model, names)
         net.train()
-        total, extra = 0.0, dict[str, float]()
+        total, sums, counted = 0.0, dict[str, float](), 0
         for step, batch in enumerate(loader):
             if step < skip_steps:
                 continue
@@ -111,13 +111,16 @@ def run_stage(ctx: Context, index: int, state: State | None, stop: _StopFlag) ->
             value, extra = _train_step(ctx, runner, net, batch, epoch, f"{where} epoch {epoch + 1} step {step + 1}")
             optimizer.step()
             total += value
+            for key, part in extra.items():  # the step's loss parts, reported as the epoch's means
+                sums[key] = sums.get(key, 0.0) + part
+            counted += 1
             ctx.sink(StepEnded(index, epoch, step, value))
             if distributed.any_rank(stop.requested, ctx.dist, ctx.device) and step + 1 < steps:
                 path = save(ctx, runner, optimizer, names, index, epoch, step + 1)
                 raise Interrupted(path)
         skip_steps = 0
         _, acc = evaluate(ctx.model, ctx.val_loader, ctx.device)
-        metrics = {**extra, **runner.epoch_metrics()}
+        metrics = {**{k: v / max(1, counted) for k, v in sums.items()}, **runner.epoch_metrics()}
         ctx.sink(EpochEnded(index, epoch, total / max(1, steps), acc, compress.sparsity(ctx.model),
                             bits_label(ctx.model), metrics))
         if epoch + 1 < epochs:
