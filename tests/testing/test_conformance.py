@@ -311,7 +311,8 @@ class Detaching:
 @attrs.frozen
 class Overflowing:
     def __call__(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return torch.exp(100 * (s - t)).sum() - s.numel()
+        # >= 0 and 0 on identical logits, so the kit's only complaint can be the overflow
+        return torch.exp(100 * (s - t).abs()).sum() - s.numel()
 
 
 @pytest.mark.parametrize(
