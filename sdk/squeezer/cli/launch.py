@@ -104,9 +104,10 @@ def _report(exc: Any, errors: Path, interrupted_hint: Any) -> int:
 
 
 def resume_command(recipe: Path | None, out_dir: Path, seed: int | None, nproc: int | None,
-                   threads: int | None, resumable: bool) -> str:
-    """The one-line hint after Ctrl-C: how to resume (or, before the first checkpoint, start again)."""
-    cmd = ["squeezer", "run", *([str(recipe)] if recipe is not None else []), "--out", str(out_dir)]
+                   threads: int | None, resumable: bool, factories: Sequence[str] = ()) -> str:
+    """The one-line hint after Ctrl-C: how to resume (or, before the first checkpoint, start again);
+    ``factories``: the command's ``--model``/``--data`` arguments."""
+    cmd = ["squeezer", "run", *([str(recipe)] if recipe is not None else []), *factories, "--out", str(out_dir)]
     if seed is not None:
         cmd += ["--seed", str(seed)]
     if threads is not None:

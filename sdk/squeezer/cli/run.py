@@ -59,6 +59,18 @@ def run_command(
         typer.Option("--nproc", min=1, show_default=False,
                      help="Launch N processes with torchrun (DDP; gloo on CPU, NCCL on GPUs)."),
     ] = None,
+    model_factory: Annotated[
+        str | None,
+        typer.Option("--model", show_default=False, metavar="MODULE:FUNCTION",
+                     help="Model factory replacing the recipe's [model] (its options dropped): the bundled "
+                          "PQK recipe on your own model without copying a recipe file."),
+    ] = None,
+    data_factory: Annotated[
+        str | None,
+        typer.Option("--data", show_default=False, metavar="MODULE:FUNCTION",
+                     help="Data factory replacing the recipe's [data] (its options dropped); it returns "
+                          "(train_loader, val_loader)."),
+    ] = None,
     threads: Annotated[
         int | None,
         typer.Option("--threads", min=0, show_default=False,
@@ -78,9 +90,12 @@ def run_command(
     from squeezer.cli import preflight
     from squeezer.pipeline.outdir import CHECKPOINT_DIR, CHECKPOINT_NAME
     from squeezer.plugin_manager import load_registry
-    from squeezer.recipe import check_strategies, load_recipe
+    from squeezer.recipe import check_strategies, load_recipe, with_factories
 
-    rec = load_recipe(recipe if recipe is not None else _default_recipe())
+    rec = with_factories(load_recipe(recipe if recipe is not None else _default_recipe()),
+                         model=model_factory, data=data_factory)
+    factories = [arg for flag, value in (("--model", model_factory), ("--data", data_factory)) if value
+                 for arg in (flag, value)]
     registry = load_registry(block=rec.disable_plugins)
     check_strategies(rec, registry)
     preflight.check_factories(rec, recipe)
@@ -94,12 +109,12 @@ def run_command(
         def hint() -> str:
             now = _mtime(checkpoint)
             written = now is not None and (resume or now != before)
-            return _interrupted(recipe, out_dir, seed, written, nproc=nproc, threads=threads)
+            return _interrupted(recipe, out_dir, seed, written, nproc=nproc, threads=threads, factories=factories)
 
         from squeezer.cli.launch import launch
 
         rank_args = _rank_args(recipe, out_dir, resume=resume, overwrite=overwrite, seed=seed, quiet=quiet,
-                               json_out=json_out, debug=debug, threads=threads)
+                               json_out=json_out, debug=debug, threads=threads, factories=factories)
         raise typer.Exit(launch(nproc, rank_args, interrupted_hint=hint, debug=debug))
 
     from squeezer import pipeline
@@ -112,8 +127,8 @@ def run_command(
             result = pipeline.run(rec, out=out, resume=resume, overwrite=overwrite, seed=seed,
                                   sink=renderer, registry=registry, threads=threads)
     except KeyboardInterrupt:
-        raise CliError(_interrupted(recipe, out_dir, seed, renderer.checkpointed or resume, threads=threads),
-                       INTERRUPTED) from None
+        raise CliError(_interrupted(recipe, out_dir, seed, renderer.checkpointed or resume, threads=threads,
+                                    factories=factories), INTERRUPTED) from None
     except SqueezerError as exc:
         if renderer.started:  # the run was under way: a failure, not bad input
             raise RunFailed(exc) from exc
@@ -132,12 +147,12 @@ def run_command(
 
 
 def _interrupted(recipe: Path | None, out_dir: Path, seed: int | None, resumable: bool, *,
-                 nproc: int | None = None, threads: int | None = None) -> str:
+                 nproc: int | None = None, threads: int | None = None, factories: list[str] | None = None) -> str:
     from squeezer.cli.launch import resume_command
 
     if "WORLD_SIZE" in os.environ and nproc is None:  # a rank under torchrun: the command has --nproc N
         nproc = int(os.environ.get("WORLD_SIZE", "1"))
-    return resume_command(recipe, out_dir, seed, nproc, threads, resumable)
+    return resume_command(recipe, out_dir, seed, nproc, threads, resumable, factories or ())
 
 
 def _default_recipe() -> Path:
@@ -154,9 +169,9 @@ def _mtime(path: Path) -> int | None:
 
 
 def _rank_args(recipe: Path | None, out_dir: Path, *, resume: bool, overwrite: bool, seed: int | None,
-               quiet: bool, json_out: bool, debug: bool, threads: int | None) -> list[str]:
+               quiet: bool, json_out: bool, debug: bool, threads: int | None, factories: list[str]) -> list[str]:
     """The arguments each rank runs ``squeezer`` with: this command's, minus ``--nproc``."""
-    args = ["run", *([str(recipe)] if recipe is not None else []), "--out", str(out_dir)]
+    args = ["run", *([str(recipe)] if recipe is not None else []), *factories, "--out", str(out_dir)]
     flags = {"--resume": resume, "--overwrite": overwrite, "--quiet": quiet, "--json": json_out, "--debug": debug}
     args += [flag for flag, on in flags.items() if on]
     if seed is not None:

@@ -22,6 +22,7 @@ from squeezer.recipe.loader import (
     parse_recipe,
     recipe_from_dict,
     recipe_to_dict,
+    with_factories,
 )
 
 __all__ = [
@@ -44,4 +45,5 @@ __all__ = [
     "parse_recipe",
     "recipe_from_dict",
     "recipe_to_dict",
+    "with_factories",
 ]

@@ -21,6 +21,7 @@ from squeezer.recipe.configs import (
     RECIPE_VERSION,
     STAGE_TYPES,
     DistillStage,
+    Factory,
     Optim,
     PruneStage,
     QuantizeStage,
@@ -340,3 +341,21 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
         return obj
 
     return typing.cast(dict[str, Any], convert(recipe))
+
+
+def with_factories(recipe: Recipe, *, model: str | None = None, data: str | None = None) -> Recipe:
+    """``recipe`` with its ``[model]`` and/or ``[data]`` factory replaced (options dropped: the new
+    factory's own defaults apply), as ``squeezer run --model/--data`` does; a malformed path is a
+    ``ConfigError`` naming the option."""
+    def factory(option: str, value: str) -> Factory:
+        try:
+            return Factory(factory=value)
+        except ValueError as exc:
+            raise ConfigError(f"{option}: {exc}".replace("'factory' ", "")) from None
+
+    if model is not None:
+        recipe = attrs.evolve(recipe, model=factory("--model", model))
+    if data is not None:
+        recipe = attrs.evolve(recipe, data=factory("--data", data))
+    return recipe
+
