@@ -7,6 +7,7 @@ The core emits events (:mod:`squeezer.pipeline.events`) to a sink and never rend
 
 from __future__ import annotations
 
+import os
 import time
 from types import TracebackType
 from typing import Any
@@ -28,6 +29,15 @@ def fit(fields: list[str], width: int) -> str:
         if len(line) <= width:
             return line
     return line[: max(1, width - 1)] + "…"
+
+
+def _shown(path: str) -> str:
+    """``path`` relative to the working directory when it lies below it (shorter lines)."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # another drive on Windows
+        return path
+    return path if relative.startswith("..") else relative
 
 
 def _clock(seconds: float | None) -> str:
@@ -135,7 +145,7 @@ class ProgressRenderer:
     def on_RunStarted(self, e: Any) -> None:
         self.started = True
         self.stages = tuple(e.stages)
-        self._plain(f"recipe {e.recipe} -> {e.output_dir}")
+        self._plain(f"recipe {_shown(e.recipe)} -> {_shown(e.output_dir)}")
         self._plain(f"stages: {' -> '.join(self.stages)}")
         if e.resumed_from:
             self._plain(f"resuming from {e.resumed_from}")
