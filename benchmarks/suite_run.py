@@ -48,7 +48,7 @@ RESULTS = HERE / "results"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # benchmarks.suite, also as the factories' import root
 
-METHODS = ("pqk", "dense_full", "pqk_l1")
+METHODS = ("pqk", "dense_full", "pqk_l1", "phase1_ft")
 DEFAULT_METHODS = ("pqk", "dense_full")
 
 
@@ -90,9 +90,25 @@ def pqk_recipe(member: Any, sparsity: float, bits: int, out: str, scale: float =
 
 
 def total_epochs(recipe: dict[str, Any]) -> int:
-    dense, prune, mutual = recipe["stages"]
+    dense, prune, last = recipe["stages"]
     return (dense["epochs"] + prune["scheduler"]["rounds"] * prune["epochs_per_round"]
-            + mutual.get("warmup_epochs", 0) + mutual["epochs"])
+            + last.get("warmup_epochs", 0) + last["epochs"])
+
+
+def phase1_ft_recipe(member: Any, sparsity: float, bits: int, out: str, scale: float = 1.0,
+                     data_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The equal-budget ablation of Phase 2 (method ``phase1_ft``): :func:`pqk_recipe` with its
+    ``mutual`` stage replaced by a ``train`` stage of the same epochs (``warmup_epochs + epochs``) and
+    learning rate: plain cross-entropy fine-tuning of the pruned, quantized student. A ``train`` stage
+    after the prune stage keeps the masks and LSQ quantizers applying (``stages/train.py``); no
+    self-teacher, no distillation."""
+    data = pqk_recipe(member, sparsity, bits, out, scale, data_options)
+    mutual = data["stages"][2]
+    ft = {"type": "train", "name": "phase1_ft", "epochs": mutual.get("warmup_epochs", 0) + mutual["epochs"]}
+    ft.update({k: v for k, v in mutual.items() if k in ("lr", "optimizer", "weight_decay", "momentum",
+                                                          "lr_schedule", "quantizer_lr_scale")})
+    data["stages"][2] = ft
+    return data
 
 
 def dense_full_recipe(member: Any, out: str, scale: float = 1.0,
@@ -258,11 +274,15 @@ def source_state() -> dict[str, Any]:
 
 
 def run_pqk(member: Any, seed: int, sparsity: float, bits: int, scale: float,
-            data_options: dict[str, Any] | None = None, l1: bool = False) -> dict[str, Any]:
+            data_options: dict[str, Any] | None = None, l1: bool = False, ft: bool = False) -> dict[str, Any]:
     splits = eval_splits(member, data_options)
     with tempfile.TemporaryDirectory(prefix="squeezer-suite-") as tmp:
-        data = pqk_recipe(member, sparsity, bits, tmp, scale, data_options, l1)
-        result, rec = run_recipe(data, seed, f"pqk.toml on {member.name} (s={sparsity}, b={bits})")
+        if ft:
+            data = phase1_ft_recipe(member, sparsity, bits, tmp, scale, data_options)
+        else:
+            data = pqk_recipe(member, sparsity, bits, tmp, scale, data_options, l1)
+        what = "pqk.toml, Phase 2 replaced by fine-tuning," if ft else "pqk.toml"
+        result, rec = run_recipe(data, seed, f"{what} on {member.name} (s={sparsity}, b={bits})")
     student = result.model
     row: dict[str, Any] = {
         "student": split_accuracies(student, splits),
@@ -307,7 +327,8 @@ def run_one(member: Any, method: str, seed: int, sparsity: float, bits: int, sca
         if method == "dense_full":
             row.update(run_dense_full(member, seed, scale, data_options))
         else:
-            row.update(run_pqk(member, seed, sparsity, bits, scale, data_options, method == "pqk_l1"))
+            row.update(run_pqk(member, seed, sparsity, bits, scale, data_options, method == "pqk_l1",
+                               method == "phase1_ft"))
     except Exception as exc:  # one failed run must not lose the others
         row.update({"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=8)})
     row["seconds"] = time.perf_counter() - start
@@ -470,6 +491,7 @@ def report(data: dict[str, Any]) -> str:
                 f"| {_ms([r['student']['test'] for r in lamp.values()])} "
                 f"| {statistics.mean(dead):.1f} ({statistics.mean(dead_m):.1f}) / {total} | {dw_text} "
                 f"| {_ms([float(dead_of(r)) for r in lamp.values()], 1)} | {shown} |")
+    lines += _ablation_section(meta, runs)
     if meta.get("observations"):
         lines += ["", "## Observations (written from this run's numbers, not generated)", "",
                   meta["observations"].strip()]
@@ -480,6 +502,49 @@ def report(data: dict[str, Any]) -> str:
         lines += ["", "## Failed runs", "", *[f"- {r['model']} {r['method']} seed {r['seed']}: {r['error']}"
                                                 for r in failed]]
     return "\n".join(lines) + "\n"
+
+
+def _ablation_section(meta: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]:
+    """Phase 2 against ``phase1_ft`` (the same recipe, Phase 2 replaced by equal-budget fine-tuning),
+    paired by seed: only seeds with both runs enter."""
+    ft_runs = [r for r in runs if r["method"] == "phase1_ft"]
+    if not ft_runs:
+        return []
+    lines = ["", "## Phase 2 vs the equal-budget Phase-1 ablation (issue 16, item 4)", "",
+             "*FT*: the same recipe with the `mutual` stage replaced by a `train` stage of the same epochs "
+             "(2 + 10 = 12) and learning rate (0.0005, one cosine schedule): plain cross-entropy fine-tuning of "
+             "the pruned 4-bit student, masks and LSQ quantizers kept, no self-teacher. Paired by seed (only "
+             "seeds with both runs). *Teacher − student*: PQK's self-teacher minus its student, validation.", "",
+             "| model | seeds | PQK test | FT test | PQK − FT (test) | PQK val | FT val | PQK − FT (val) "
+             "| PQK train | FT train | teacher − student (val) | Phase 1 val (PQK / FT runs) | s/run (PQK / FT) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for name in meta["models"]:
+        ft = {r["seed"]: r for r in ft_runs if r["model"] == name}
+        pqk = {r["seed"]: r for r in runs if r["model"] == name and r["method"] == "pqk" and r["seed"] in ft}
+        seeds = sorted(set(ft) & set(pqk))
+        if not seeds:
+            continue
+
+        def split(rows: dict[int, Any], key: str, seeds: list[int] = seeds) -> dict[int, float]:
+            return {sd: rows[sd]["student"][key] for sd in seeds}
+
+        def vals(d: dict[int, float], seeds: list[int] = seeds) -> list[float]:
+            return [d[sd] for sd in seeds]
+
+        gap = [pqk[sd]["teacher_val"] - pqk[sd]["student"]["val"] for sd in seeds
+               if pqk[sd].get("teacher_val") is not None]
+        ph1 = [[rows[sd]["stage_accuracy"].get("1") for sd in seeds] for rows in (pqk, ft)]
+        lines.append(
+            f"| {name} | {seeds} | {_ms(vals(split(pqk, 'test')))} | {_ms(vals(split(ft, 'test')))} "
+            f"| {_ms(_paired(split(pqk, 'test'), split(ft, 'test')))} | {_ms(vals(split(pqk, 'val')))} "
+            f"| {_ms(vals(split(ft, 'val')))} | {_ms(_paired(split(pqk, 'val'), split(ft, 'val')))} "
+            f"| {_ms(vals(split(pqk, 'train')))} | {_ms(vals(split(ft, 'train')))} | {_ms(gap)} "
+            f"| {_ms([v for v in ph1[0] if v is not None])} / {_ms([v for v in ph1[1] if v is not None])} "
+            f"| {statistics.mean(pqk[sd]['seconds'] for sd in seeds):.0f} / "
+            f"{statistics.mean(ft[sd]['seconds'] for sd in seeds):.0f} |")
+    if meta.get("ablation_notes"):
+        lines += ["", meta["ablation_notes"].strip()]
+    return lines
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -153,3 +153,24 @@ def test_end_to_end_tiny(member: Member) -> None:
     text = suite_run.report({"meta": {"models": [member.name], "seeds": [0], "sparsity": 0.9, "bits": 4,
                                       "epochs_scale": 0.01}, "runs": [row]})
     assert member.name in text and "SMOKE RUN" in text
+
+
+def test_phase1_ft_is_pqk_with_phase2_replaced_by_fine_tuning() -> None:
+    """The equal-budget ablation: the mutual stage becomes a train stage of the same epochs and lr;
+    run tiny, the student stays pruned and quantized and the report pairs it with PQK."""
+    member = REGISTRY["digits_cnn"]
+    pqk = suite_run.pqk_recipe(member, 0.9, 4, "out")
+    ft = suite_run.phase1_ft_recipe(member, 0.9, 4, "out")
+    mutual = pqk["stages"][2]
+    assert ft["stages"][:2] == pqk["stages"][:2]
+    assert ft["stages"][2] == {"type": "train", "name": "phase1_ft", "lr": mutual["lr"],
+                               "epochs": mutual["warmup_epochs"] + mutual["epochs"]}
+    assert suite_run.total_epochs(ft) == suite_run.total_epochs(pqk) == 44
+    rows = [suite_run.run_one(member, m, 0, 0.9, 4, scale=0.01, data_options={"subset": 96})
+            for m in ("pqk", "phase1_ft")]
+    assert all("error" not in r for r in rows), [r.get("traceback") for r in rows]
+    assert rows[1]["epochs"] == 7 and abs(rows[1]["sparsity"] - 0.9) < 0.02 and rows[1]["teacher_val"] is None
+    assert {lay["bits"] for lay in rows[1]["layers"]} == {lay["bits"] for lay in rows[0]["layers"]} == {4, 8}
+    text = suite_run.report({"meta": {"models": [member.name], "seeds": [0], "sparsity": 0.9, "bits": 4,
+                                      "epochs_scale": 0.01}, "runs": rows})
+    assert "equal-budget Phase-1 ablation" in text
