@@ -10,6 +10,7 @@ from torch import nn
 
 from squeezer import compress
 from squeezer.compress.weight import compressed_weights
+from squeezer.engine.quantizers import quantizer_parameters
 
 
 def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter], list[nn.Parameter]]:
@@ -75,8 +76,6 @@ def no_decay_on_compressed(model: nn.Module, optimizer: torch.optim.Optimizer) -
     so (:func:`param_groups`); a driver whose optimizer is the user's calls this after the first
     round.
     """
-    from squeezer.engine.quantizers import quantizer_parameters
-
     owned = {id(compress.original(model, path)) for path, _ in compressed_weights(model)}
     owned |= {id(p) for p in quantizer_parameters(model)}
     for group in list(optimizer.param_groups):

@@ -83,16 +83,15 @@ class Pruner:
         pruning the layer at random to the round's target would (twice the
         expected ``rows * target**k`` for rows of ``k`` entries): global L1 does that to layers of
         small weights (depthwise convolutions, classifier heads), which then output constants."""
-        remedy = ("a lower target or a higher min_density keeps them" if "'lamp'" in self.importance_source
-                  else "a layer-adaptive importance such as 'lamp' keeps them")
         for layer in layers:
             before = self._empty_rows.get(layer.name, 0)
             self._empty_rows[layer.name] = layer.empty_rows
             if (layer.empty_rows > before and layer.empty_rows >= max(1, layer.rows // 100)
                   and layer.empty_rows > 2 * _expected_empty_rows(layer)):
                 self.warn(f"pruning round {self.rounds_done}: {layer.empty_rows} of {layer.rows} rows (output "
-                          f"channels or classes) of {layer.name} are pruned entirely: {remedy} "
-                          f"({self.importance_source})")
+                          f"channels or classes) of {layer.name} are pruned entirely ({self.importance_source}); a "
+                          f"layer-adaptive importance such as 'lamp', a lower target or a higher min_density "
+                          f"keeps them")
 
 
 def _expected_empty_rows(layer: compress.LayerSparsity) -> float:
