@@ -31,17 +31,16 @@ the callback's state is part of Lightning's checkpoint (``state_dict``). While L
 model's state (masks, weights, the quantizers' values; before ``configure_optimizers``); after
 ``configure_optimizers`` (``on_fit_start``, before Lightning loads the optimizer's state) the
 callback switches on the quantizers that were on, restores its counters and Phase 2, and moves or
-adds the param groups it had, in the same order. See :mod:`squeezer.integrations._resume`.
+adds the param groups it had, in the same order. See :mod:`squeezer.integrations._core`.
 
 Under DDP, the gradients of the teacher's private copies, created at Phase 2 and unknown to the DDP
-wrapper, are averaged across ranks before each optimizer step.
+wrapper, are averaged across ranks as backward accumulates them.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -49,16 +48,14 @@ import lightning.pytorch as pl
 import torch
 
 from squeezer.errors import ConfigError
-from squeezer.integrations._driver import Source, average_gradients
-from squeezer.integrations._resume import Resumable
+from squeezer.integrations._core import Core, CoreCallback, Source
 from squeezer.recipe.configs import MutualStage
 from squeezer.registry import Registry
-from squeezer.session import Compression
 
 __all__ = ["SqueezerCallback"]
 
 
-class SqueezerCallback(Resumable, pl.Callback):
+class SqueezerCallback(CoreCallback, pl.Callback):
     """Prune, quantize and (optionally) run PQK's mutual phase inside ``Trainer.fit``.
 
     ``source``: a :class:`~squeezer.session.Compression` whose model is the LightningModule or a
@@ -73,8 +70,6 @@ class SqueezerCallback(Resumable, pl.Callback):
     ``trainer.fit(module, ckpt_path=...)`` resumes from any checkpoint of such a run (the callback's
     state is part of it) with a fresh module, callback and trainer built as before.
     """
-
-    _owner = "SqueezerCallback"
 
     def __init__(
         self,
@@ -92,7 +87,8 @@ class SqueezerCallback(Resumable, pl.Callback):
         self.optimizer_index = optimizer_index
         self._last_step = 0
         self._trainer: pl.Trainer | None = None
-        self._configure(source, module, prune_every, mutual, export, export_info, registry)
+        self._core = Core("SqueezerCallback", source, module=module, prune_every=prune_every, mutual=mutual,
+                          export=export, export_info=export_info, registry=registry)
 
     # --- access ---------------------------------------------------------------------------
     @staticmethod
@@ -103,71 +99,48 @@ class SqueezerCallback(Resumable, pl.Callback):
             raise ConfigError(f"expected one SqueezerCallback on the trainer, found {len(found)}")
         return found[0]
 
-    @property
-    def compression(self) -> Compression:
-        """The :class:`Compression` driven by the callback (built at ``setup`` from a recipe)."""
-        if self._plan.compression is None:
-            raise ConfigError("the callback builds its Compression when Trainer.fit starts")
-        return self._plan.compression
-
-    def _current_epoch(self) -> int | None:
+    def _epoch_now(self) -> int | None:
         return self._trainer.current_epoch if self._trainer is not None else None
 
-    # --- hooks ----------------------------------------------------------------------------
+    # --- resuming: the callback's state in Lightning's checkpoint ------------------------------
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
         self._trainer = trainer
-        self._build_driver(pl_module, "SqueezerCallback")
-        self._watch_loads()  # Lightning loads a checkpoint's model state before configure_optimizers
+        self._core.attach(pl_module)
+        self._core.watch_loads()  # Lightning loads a checkpoint's model state before configure_optimizers
 
-    # --- resuming: the callback's state in Lightning's checkpoint ------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """The callback's part of a checkpoint (see :mod:`squeezer.integrations._resume`)."""
-        if self._trainer is None:
-            return {}
-        return self._resume_state(self._optimizer(self._trainer))
+        """The callback's part of a checkpoint (see :mod:`squeezer.integrations._core`)."""
+        return self._core.state(self._optimizer(self._trainer)) if self._trainer is not None else {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Called after the model's state is loaded and before ``configure_optimizers``: check the
         settings now; the structure is restored once the optimizer exists (``on_fit_start``)."""
-        if self._driver is None or not state_dict or not self._resuming:
+        core = self._core
+        if core.compression is None or not state_dict or not core.resuming:
             return
-        self._check_saved(state_dict)
-        self._saved = state_dict
+        core.check_saved(state_dict)
+        core.saved = state_dict
         trainer = self._trainer
         if trainer is not None and trainer.strategy.restore_checkpoint_after_setup:  # the optimizer exists
-            self._restore(state_dict, self._optimizer(trainer), self._schedulers(trainer))
+            core.restore(state_dict, self._optimizer(trainer), self._schedulers(trainer))
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # configure_optimizers has run; Lightning loads the optimizer's state next
-        if self._saved is not None and not self._restored:
-            self._restore(self._saved, self._optimizer(trainer), self._schedulers(trainer))
+        if self._core.saved is not None and not self._core.restored:
+            self._core.restore(self._core.saved, self._optimizer(trainer), self._schedulers(trainer))
         self._require_restored()
 
     def _require_restored(self) -> None:
-        if self._stash is not None and self._stash.loaded and not self._restored:
-            raise self._fail("the checkpoint has no SqueezerCallback state (was it written with the callback "
-                             "and without save_weights_only?)")
+        if self._core.loaded_unrestored:
+            raise self._core.fail("the checkpoint has no SqueezerCallback state (was it written with the "
+                                  "callback and without save_weights_only?)")
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._unwatch()
+        self._core.unwatch()
 
     # --- training ---------------------------------------------------------------------------
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._require_restored()
-        self._unwatch()
-        batches = trainer.num_training_batches
-        steps = math.ceil(batches / max(1, trainer.accumulate_grad_batches)) if math.isfinite(batches) else None
-        self._plan.set_steps_per_epoch(steps)
-        self._check_timing()
-        self._last_step = trainer.global_step
-        if self._plan.timeline is not None:
-            max_epochs = trainer.max_epochs
-            self._plan.timeline.check_fits(max_epochs if max_epochs and max_epochs > 0 else None, "SqueezerCallback")
-        if self._driver is not None:
-            self._driver.begin(self._optimizer(trainer), self._schedulers(trainer), trainer.current_epoch)
-
     def _optimizer(self, trainer: pl.Trainer) -> torch.optim.Optimizer | None:
         optimizers = trainer.optimizers
         return optimizers[self.optimizer_index] if len(optimizers) > self.optimizer_index else None
@@ -175,35 +148,36 @@ class SqueezerCallback(Resumable, pl.Callback):
     def _schedulers(self, trainer: pl.Trainer) -> list[Any]:
         return [config.scheduler for config in trainer.lr_scheduler_configs]
 
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._require_restored()
+        self._core.unwatch()
+        batches = trainer.num_training_batches
+        steps = math.ceil(batches / max(1, trainer.accumulate_grad_batches)) if math.isfinite(batches) else None
+        max_epochs = trainer.max_epochs
+        self._core.set_steps_per_epoch(steps, max_epochs if max_epochs and max_epochs > 0 else None)
+        self._core.check_timing()
+        self._last_step = trainer.global_step
+        self._core.begin(self._optimizer(trainer), self._schedulers(trainer), trainer.current_epoch)
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start_mutual_if_due(trainer.current_epoch, self._optimizer(trainer), self._schedulers(trainer))
+        self._core.start_mutual_if_due(trainer.current_epoch, self._optimizer(trainer), self._schedulers(trainer))
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
                              batch_idx: int) -> None:
         if self.teacher is not None:
             self.teacher.train(pl_module.training)
 
-    def on_before_optimizer_step(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
-                                 optimizer: torch.optim.Optimizer) -> None:
-        if self._driver is not None and trainer.world_size > 1:
-            average_gradients(self._driver.added)
-
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if self._driver is None or trainer.global_step == self._last_step:
-            return  # no optimizer step this batch (gradient accumulation)
+        # no optimizer step this batch under gradient accumulation; count each one otherwise
         for _ in range(trainer.global_step - self._last_step):
-            self._driver.step(self._optimizer(trainer), self._schedulers(trainer), trainer.current_epoch)
+            self._core.step(self._optimizer(trainer), self._schedulers(trainer), trainer.current_epoch)
         self._last_step = trainer.global_step
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.teacher is not None and self._teacher_calls == 0:
-            warnings.warn("SqueezerCallback: Phase 2 is on but training_step never called callback.teacher, "
-                          "so the teacher's weights are not trained; see squeezer.integrations.lightning",
-                          stacklevel=1)
-        self._teacher_calls = 0
+        self._core.check_teacher_called("training_step")
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._export_at_end(trainer.is_global_zero, "SqueezerCallback")
-        if self._driver is not None and self.export_path is not None:
+        self._core.export_at_end(trainer.is_global_zero)
+        if self._core.compression is not None and self._core.export_path is not None:
             trainer.strategy.barrier("squeezer-export")

@@ -52,7 +52,6 @@ from __future__ import annotations
 import math
 import os
 import uuid
-import warnings
 import weakref
 from collections.abc import Mapping
 from typing import Any
@@ -62,12 +61,10 @@ import transformers
 from torch import nn
 
 from squeezer.errors import ConfigError
-from squeezer.integrations._driver import Driver, Source, unwrap_optimizer
-from squeezer.integrations._resume import Resumable
+from squeezer.integrations._core import Core, CoreCallback, Source, unwrap_optimizer
 from squeezer.pipeline.training import logits_of
 from squeezer.recipe.configs import MutualStage
 from squeezer.registry import Registry
-from squeezer.session import Compression
 
 __all__ = ["MutualLossMixin", "SqueezerTrainer", "SqueezerTrainerCallback"]
 
@@ -75,7 +72,7 @@ __all__ = ["MutualLossMixin", "SqueezerTrainer", "SqueezerTrainerCallback"]
 STATE_KEY = "squeezer"
 
 
-class SqueezerTrainerCallback(Resumable, transformers.TrainerCallback):
+class SqueezerTrainerCallback(CoreCallback, transformers.TrainerCallback):
     """Prune and quantize inside ``transformers.Trainer.train``.
 
     ``source``: a :class:`~squeezer.session.Compression` on the trainer's model (or a submodule),
@@ -93,8 +90,6 @@ class SqueezerTrainerCallback(Resumable, transformers.TrainerCallback):
     state travels in the optimizer's ``state_dict`` under ``"squeezer"``.
     """
 
-    _owner = "SqueezerTrainerCallback"
-
     def __init__(
         self,
         source: Source,
@@ -107,7 +102,8 @@ class SqueezerTrainerCallback(Resumable, transformers.TrainerCallback):
         registry: Registry | None = None,
     ) -> None:
         self._epoch = 0
-        self._configure(source, module, prune_every, mutual, export, export_info, registry)
+        self._core = Core("SqueezerTrainerCallback", source, module=module, prune_every=prune_every,
+                          mutual=mutual, export=export, export_info=export_info, registry=registry)
         # resuming: the optimizers whose state_dict carries the callback's state, the LR scheduler
         # to extend before it loads, and whether the trainer lets the callback restore in time
         self._watched: weakref.WeakSet[torch.optim.Optimizer] = weakref.WeakSet()
@@ -115,22 +111,13 @@ class SqueezerTrainerCallback(Resumable, transformers.TrainerCallback):
         self._can_restore = False
         self._origin = uuid.uuid4().hex  # marks the states this callback wrote (see _restore_from_optimizer_state)
 
-    @property
-    def compression(self) -> Compression:
-        """The :class:`Compression` driven by the callback."""
-        if self._driver is None:
-            raise ConfigError("the callback builds its Compression when the Trainer is created")
-        return self._driver.compression
-
-    def _current_epoch(self) -> int | None:
+    def _epoch_now(self) -> int | None:
         return self._epoch
 
-    def _ensure(self, model: nn.Module | None) -> Driver | None:
-        if self._driver is None and model is not None:
-            # HF clips gradients before on_pre_optimizer_step: average while backward runs instead
-            self._build_driver(model, "SqueezerTrainerCallback").average_in_backward = True
-            self._watch_loads(self._check_can_restore)  # train(resume_from_checkpoint=) loads the model first
-        return self._driver
+    def _ensure(self, model: nn.Module | None) -> None:
+        if self._core.compression is None and model is not None:
+            self._core.attach(model)
+            self._core.watch_loads(self._check_can_restore)  # train(resume_from_checkpoint=) loads the model first
 
     # --- resuming: the callback's state in the optimizer's state_dict ----------------------------
     def _watch_optimizer(self, optimizer: Any) -> None:
@@ -144,31 +131,32 @@ class SqueezerTrainerCallback(Resumable, transformers.TrainerCallback):
         self._watched.add(opt)
 
     def _save_into_optimizer_state(self, optimizer: torch.optim.Optimizer, state_dict: dict[str, Any]) -> None:
-        if self._driver is not None:
-            state_dict[STATE_KEY] = {**self._resume_state(optimizer), "origin": self._origin}
+        if self._core.compression is not None:
+            state_dict[STATE_KEY] = {**self._core.state(optimizer), "origin": self._origin}
 
     def _restore_from_optimizer_state(self, optimizer: torch.optim.Optimizer,
                                       state_dict: dict[str, Any]) -> dict[str, Any]:
+        core = self._core
         saved = state_dict.pop(STATE_KEY, None)  # a shallow copy: the caller's dict keeps it
-        if saved is None and self._stash is not None and self._stash.loaded and not self._restored:
-            raise self._fail("the checkpoint's optimizer state holds no callback state (was it written by a run "
-                             "with this callback, by this version of squeezer?)")
+        if saved is None and core.loaded_unrestored:
+            raise core.fail("the checkpoint's optimizer state holds no callback state (was it written by a run "
+                            "with this callback, by this version of squeezer?)")
         # accelerate's optimizer wrapper loads the optimizer's own state_dict again: not a checkpoint
-        if saved and saved.get("origin") != self._origin and self._resuming and not self._restored:
-            self._restore(saved, optimizer, self._lr_schedulers)
+        if saved and saved.get("origin") != self._origin and core.resuming and not core.restored:
+            core.restore(saved, optimizer, self._lr_schedulers)
         return state_dict
 
     def _check_can_restore(self) -> None:
         if not self._can_restore:
-            raise self._fail("the callback restores its param groups before the optimizer loads its state, which "
-                             "needs SqueezerTrainer (or MutualLossMixin on your Trainer subclass), or "
-                             "Trainer(optimizers=(optimizer, lr_scheduler))")
+            raise self._core.fail("the callback restores its param groups before the optimizer loads its state, "
+                                  "which needs SqueezerTrainer (or MutualLossMixin on your Trainer subclass), or "
+                                  "Trainer(optimizers=(optimizer, lr_scheduler))")
 
     def _trainer_restores(self, resuming: bool) -> None:
         """Called by :class:`MutualLossMixin` when ``train`` starts."""
         self._can_restore = True
-        if resuming and not self._resuming and self._driver is not None:
-            self._watch_loads(self._check_can_restore)
+        if resuming and not self._core.resuming and self._core.compression is not None:
+            self._core.watch_loads(self._check_can_restore)
 
     def on_init_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._ensure(kwargs.get("model"))
@@ -180,12 +168,13 @@ class SqueezerTrainerCallback(Resumable, transformers.TrainerCallback):
                 self._can_restore = True
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        core = self._core
         self._ensure(kwargs.get("model"))
-        if state.global_step > 0 and not self._restored:
-            raise self._fail(f"training resumes at step {state.global_step} but the callback's state was not "
-                             "restored (the checkpoint's optimizer state has none, or it was loaded without "
-                             "SqueezerTrainer / MutualLossMixin)")
-        self._unwatch()
+        if state.global_step > 0 and not core.restored:
+            raise core.fail(f"training resumes at step {state.global_step} but the callback's state was not "
+                            "restored (the checkpoint's optimizer state has none, or it was loaded without "
+                            "SqueezerTrainer / MutualLossMixin)")
+        core.unwatch()
         self._watch_optimizer(kwargs.get("optimizer"))
         loader = kwargs.get("train_dataloader")
         steps: float | None = None
@@ -194,39 +183,32 @@ class SqueezerTrainerCallback(Resumable, transformers.TrainerCallback):
         except TypeError:
             if state.max_steps and state.num_train_epochs:
                 steps = math.ceil(state.max_steps / state.num_train_epochs)
-        self._plan.set_steps_per_epoch(steps)
+        core.set_steps_per_epoch(steps, state.num_train_epochs or args.num_train_epochs)
         # on_epoch_begin counts epochs from 0, or from the epoch a resumed run starts in
         self._epoch = -1
-        if self._restored:
-            self._restored = False
-            self._check_timing()
+        if core.restored:
+            core.restored = False
+            core.check_timing()
             self._epoch = (state.global_step // int(steps) if steps else int(state.epoch or 0)) - 1
-        if self._plan.timeline is not None:
-            self._plan.timeline.check_fits(state.num_train_epochs or args.num_train_epochs, "SqueezerTrainerCallback")
-        if self._driver is not None:
-            self._driver.begin(kwargs.get("optimizer"), [kwargs.get("lr_scheduler")], 0)
+        core.begin(kwargs.get("optimizer"), [kwargs.get("lr_scheduler")], 0)
 
     def on_epoch_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._epoch += 1
-        self._start_mutual_if_due(self._epoch, kwargs.get("optimizer"), [kwargs.get("lr_scheduler")])
+        self._core.start_mutual_if_due(self._epoch, kwargs.get("optimizer"), [kwargs.get("lr_scheduler")])
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.teacher is not None:
             # the Trainer zeroes the model's gradients only; the teacher's own copies are not in it
             for p in self.teacher.parameters():
                 p.grad = None
-        driver = self._ensure(kwargs.get("model"))
-        if driver is not None:
-            driver.step(kwargs.get("optimizer"), [kwargs.get("lr_scheduler")], max(self._epoch, 0))
+        self._ensure(kwargs.get("model"))
+        self._core.step(kwargs.get("optimizer"), [kwargs.get("lr_scheduler")], max(self._epoch, 0))
 
     def on_epoch_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.teacher is not None and self._teacher_calls == 0:
-            warnings.warn("SqueezerTrainerCallback: Phase 2 is on but compute_loss never called callback.teacher, "
-                          "so the teacher's weights are not trained; use SqueezerTrainer", stacklevel=1)
-        self._teacher_calls = 0
+        self._core.check_teacher_called("compute_loss (use SqueezerTrainer)")
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self._export_at_end(state.is_world_process_zero, "SqueezerTrainerCallback")
+        self._core.export_at_end(state.is_world_process_zero)
 
 
 class MutualLossMixin:
