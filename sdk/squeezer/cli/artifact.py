@@ -173,8 +173,8 @@ def export_command(
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Artifact file to write.", show_default=False)],
     format: Annotated[Format, typer.Option(
-        "--format", help="Artifact format: squeezer, or onnx (quantized weights as int8 codes + DequantizeLinear, "
-                         "verified with onnxruntime; needs the onnx extra: "
+        "--format", help="Artifact format: squeezer, or onnx (quantized weights as integer codes + "
+                         "DequantizeLinear, verified with onnxruntime; needs the onnx extra: "
                          "pip install -c constraints.txt -e '.[onnx]').")] = Format.squeezer,
     recipe: Annotated[Path | None, typer.Option(
         "--recipe", help="Recipe whose [model] and [data] rebuild the model. Default: the one recorded in the "
@@ -188,7 +188,7 @@ def export_command(
     the written file is checked to reproduce the model's outputs in onnxruntime.
     """
     if format is Format.onnx:
-        missing = [m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+        missing = [m for m in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(m) is None]
         if missing:
             raise CliError(f"--format onnx needs {' and '.join(missing)}: pip install -c constraints.txt -e '.[onnx]' "
                            "in squeezer's clone", FAILURE)
@@ -220,11 +220,15 @@ def export_command(
         from squeezer.artifact.onnx_export import export_onnx
 
         onnx_report = export_onnx(model, out, example_batch(rebuilt))
+        r = onnx_report
+        int4 = f" ({r.int4} as 4-bit codes)" if r.int4 else ""
+        acts = f", {r.activations} activations as QuantizeLinear/DequantizeLinear" if r.activations else ""
         console.print(Text(
-            f"wrote {onnx_report.path}: {fmt_bytes(onnx_report.file_bytes)} ONNX (opset {onnx_report.opset}), "
-            f"{onnx_report.quantized} quantized weights as integer codes + DequantizeLinear; onnxruntime matches "
-            f"torch (max |diff| {onnx_report.max_abs_diff:.2g}); from {origin}"
+            f"wrote {r.path}: {fmt_bytes(r.file_bytes)} ONNX (opset {r.opset}), {r.quantized} quantized weights "
+            f"as integer codes + DequantizeLinear{int4}{acts}; onnxruntime matches torch (max |diff| "
+            f"{r.max_abs_diff:.2g}); from {origin}"
         ), soft_wrap=True)
+        console.print(Text(f"onnxruntime: to reproduce these outputs, set {r.session_hint}"), soft_wrap=True)
         return
     report = export(model, out, info=info)
     console.print(report_table(report))
