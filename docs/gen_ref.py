@@ -70,6 +70,7 @@ def recipe_page() -> str:
            "`squeezer recipe schema` prints this reference for the plugins installed on your machine. "
            "The plugin options below are those of squeezer's built-in plugins.\n\n"]
     out += ["## Notes\n\n", *(f"- {note}\n" for note in doc["notes"]), "\n"]
+    out.append(budget_section())
     out += ["## Top-level keys\n\n", _fields(doc["recipe"]["fields"]), "\n"]
     for name, section in doc["sections"].items():
         out += [f"## `[{name}]`\n\n{md(section['help'])}\n\n", _fields(section["fields"]), "\n"]
@@ -84,6 +85,85 @@ def recipe_page() -> str:
         for e in entries:
             out += [f"#### `{e['name']}` (plugin `{e['plugin']}`)\n\n{md(e['help'])}\n\n", _fields(e["options"]), "\n"]
     return "".join(out).rstrip() + "\n"
+
+
+BUDGET_EXAMPLE = """\
+# pqk.toml's 12 + 5 x 4 + (2 + 10) = 44 epochs as shares of one budget
+[budget]
+steps = 6000  # or epochs = 44: with epochs the run grows with the data, with steps it does not
+
+[model]
+factory = "squeezer.examples.digits:make_model"
+
+[data]
+factory = "squeezer.examples.digits:make_loaders"
+
+[[stages]]
+type = "train"
+name = "dense"
+share = 0.27
+
+[[stages]]
+type = "prune"
+name = "phase1"
+scheduler = { name = "geometric", target = 0.95, rounds = 5 }
+quantizer = { name = "lsq", bits = 4 }
+share = 0.45  # the whole stage, spread evenly over its 5 rounds
+
+[[stages]]
+type = "mutual"
+name = "phase2"
+warmup_share = 0.05
+share = 0.23
+"""
+
+#: (what, training samples, batch size) the example is resolved for below (None: the digits' own)
+BUDGET_DATA = [("the bundled digits", None, 64), ("50,000 samples", 50_000, 64)]
+
+
+def budget_section() -> str:
+    """How a recipe gives its lengths in steps or as shares, with the example resolved by the code."""
+    import math
+
+    from squeezer.examples.digits import digits_tensors
+    from squeezer.plugin_manager import load_registry
+    from squeezer.recipe import parse_recipe, resolve_budget
+
+    registry = load_registry()
+    digits = len(digits_tensors()[0])
+    rows = []
+    for budget in ("steps = 6000", "epochs = 44"):
+        recipe = parse_recipe(BUDGET_EXAMPLE.replace("steps = 6000", budget, 1), registry=registry)
+        for what, samples, batch in BUDGET_DATA:
+            steps = math.ceil((samples or digits) / batch)
+            notes = resolve_budget(recipe, steps, registry=registry).notes()
+            rows.append([f"`{budget}`", f"{what} ({steps} steps per epoch)", notes[0][0].split(": ", 1)[1]])
+    return "".join([
+        "## Lengths in epochs, steps, or shares of a budget\n\n",
+        "Each stage gives its length in one unit. In **epochs**, as the bundled recipes do: `epochs`, a prune "
+        "stage's `epochs_per_round`, a mutual stage's `warmup_epochs`. In **optimizer steps** (one per "
+        "training batch; Hugging Face's `max_steps`, Composer's `\"1000ba\"`): `steps`, `steps_per_round`, "
+        "`warmup_steps`. Or as **shares of a budget** given once (Composer's `\"0.27dur\"`): a `[budget]` "
+        "table with `epochs` or `steps`, and in every stage `share` (a prune stage's share is the whole "
+        "stage, spread evenly over the rounds its scheduler gives) and, in a mutual stage, `warmup_share`; "
+        "the shares sum to 1. A recipe with a budget gives every length as a share, so changing one number "
+        "rescales the whole run and keeps its proportions.\n\n",
+        "A budget in epochs grows with the data (each epoch is a pass over it); one in steps fixes the "
+        "compute whatever the data's size. When the run starts, the lengths are laid on the training "
+        "loader (its `len()`, per process under torchrun): each part (a stage, a round, a warm-up) runs "
+        "the nearest whole number of epochs, half rounding up, and a part asked for more than nothing at "
+        "least one. `squeezer run` prints the plan and every part it rounded (a warning where a part was "
+        "raised to its first epoch); the checkpoints and the artifact record the recipe in epochs, as it "
+        "ran. A resumed run must resolve to the same epochs (the same loader length).\n\n",
+        "<!-- write: budget.toml -->\n```toml\n", BUDGET_EXAMPLE, "```\n\n",
+        "What the example runs (computed by `squeezer.recipe.resolve_budget`):\n\n",
+        _table(["budget", "data", "the stages run"], rows), "\n",
+        "With 782 steps per epoch, 6000 steps are 7.7 epochs, less than one epoch per pruning round: the "
+        "rounds run a whole epoch each, and the run takes more steps than its budget. Squeezer does not "
+        "split an epoch yet; give such data a budget of at least a few epochs per round.\n\n",
+        "Trainer callbacks (Lightning, Hugging Face) lay a recipe on the trainer's epochs; resolve a recipe "
+        "in steps or shares first: `resolve_budget(recipe, len(train_loader), registry=registry).recipe`.\n\n",
+    ])
 
 
 # --- CLI ------------------------------------------------------------------------------------

@@ -153,9 +153,9 @@ def schema() -> dict[str, Any]:
     """The whole recipe reference: top-level fields, sections, stage types and plugin options."""
     from squeezer.compress.targets import Targets
     from squeezer.plugin_manager import load_registry
-    from squeezer.recipe import STAGE_TYPES, Factory, Optim, QuantizerOverride, Recipe
+    from squeezer.recipe import STAGE_TYPES, Budget, Factory, Optim, QuantizerOverride, Recipe
 
-    sections = {"model": Factory, "data": Factory, "training": Optim, "targets": Targets}
+    sections = {"model": Factory, "data": Factory, "training": Optim, "budget": Budget, "targets": Targets}
     top = [d for d in field_docs(Recipe, skip=("source", "stages")) if d["name"] not in sections]
     stages = {}
     for name, cls in STAGE_TYPES.items():
@@ -184,6 +184,9 @@ def schema() -> dict[str, Any]:
             "a stage's optimizer keys (optimizer, lr, weight_decay, momentum, lr_schedule) override [training]",
             "a strategy is a name ('l1') or a table with 'name' and its options "
             "({ name = 'lsq', bits = 4, overrides = [{ pattern = '@first', bits = 8 }] })",
+            "a stage's length is in epochs (epochs, epochs_per_round, warmup_epochs), in optimizer steps "
+            "(steps, steps_per_round, warmup_steps) or, with a [budget], as shares of it (share, warmup_share; "
+            "they sum to 1); steps and shares run as the nearest whole number of epochs, reported when the run starts",
         ],
     }
 

@@ -20,13 +20,14 @@ from squeezer.errors import ConfigError
 from squeezer.factories import build_module
 from squeezer.pipeline import checkpoint, checks, distributed
 from squeezer.pipeline.context import Context
-from squeezer.pipeline.events import RunStarted, Sink, discard
+from squeezer.pipeline.events import Note, RunStarted, Sink, discard
 from squeezer.pipeline.loop import CHECKPOINT, Interrupted, graceful_sigint, run_stage
 from squeezer.pipeline.outdir import OutputLock, has_user_content, remove_own_files
 from squeezer.pipeline.rebuild import artifact_info, build_loaders, factory_at, final_factory, restore_model
 from squeezer.pipeline.record import RunRecord
 from squeezer.pipeline.training import evaluate
 from squeezer.plugin_manager import load_registry
+from squeezer.recipe.budget import Resolution, first_unresolved, length_fields, resolve_budget
 from squeezer.recipe.configs import Factory, Recipe
 from squeezer.recipe.loader import check_seed, check_strategies, load_recipe, recipe_to_dict
 from squeezer.registry import Registry
@@ -149,12 +150,18 @@ def _run_locked(recipe: Recipe, out_dir: Path, *, resume: bool, overwrite: bool,
     torch.manual_seed(recipe.seed)
     ctx = _context(recipe, registry, device, sink, out_dir, state)
     ctx.dist, ctx.recipe_hash = info, _recipe_hash(recipe)
+    resolution = resolve_lengths(recipe, registry, ctx.train_loader, info)
+    if state is not None:
+        _check_same_lengths(resolution, state[1], ckpt_path)
+    ctx.recipe = resolution.recipe  # in whole epochs: what the stages run (and checkpoints record)
     if recipe.sync_batchnorm and info.enabled:
         if device.type != "cuda":
             raise ConfigError("sync_batchnorm: needs CUDA devices (torch's SyncBatchNorm has no CPU kernel)")
         ctx.model = nn.SyncBatchNorm.convert_sync_batchnorm(ctx.model)
     sink(RunStarted(recipe.source, tuple(s.label for s in recipe.stages), str(out_dir),
                     str(ckpt_path) if state else None))
+    for text, level in resolution.notes():
+        sink(Note(text, level))
 
     start_stage = state[1]["stage"] if state else 0
     mid_stage = state is not None and (state[1]["epoch"] > 0 or state[1].get("step", 0) > 0)
@@ -164,6 +171,43 @@ def _run_locked(recipe: Recipe, out_dir: Path, *, resume: bool, overwrite: bool,
             run_stage(ctx, index, state if resuming else None, stop)
 
     return _finish(ctx, export and info.is_main)
+
+
+def resolve_lengths(recipe: Recipe, registry: Registry, train_loader: Any,
+                    info: distributed.DistInfo | None = None) -> Resolution:
+    """``recipe`` with its lengths in steps or shares resolved to whole epochs of the training
+    loader (as each process sees it under torchrun); a recipe in epochs only comes back as it is."""
+    where = first_unresolved(recipe)
+    if where is None:
+        return Resolution(recipe, 0)
+    loader = distributed.shard_loader(train_loader, info or distributed.from_env(), recipe.seed)
+    try:
+        steps = len(loader)
+    except TypeError:
+        raise ConfigError(f"{recipe.source}: {where}: a length in steps or as a share needs the training "
+                          f"loader's length, and data.factory {recipe.data.factory!r} returned a "
+                          f"{type(train_loader).__name__} without len(); give the stages in epochs") from None
+    if steps < 1:
+        raise ConfigError(f"{recipe.source}: {where}: the training loader of data.factory "
+                          f"{recipe.data.factory!r} is empty, so steps cannot be laid on its epochs")
+    return resolve_budget(recipe, steps, registry=registry)
+
+
+def _check_same_lengths(resolution: Resolution, meta: dict[str, Any], path: Path) -> None:
+    """A recipe in steps or shares resumes only if it resolves to the epochs its checkpoint ran
+    (the training loader's length may have changed since)."""
+    if not resolution.changed:
+        return
+    recorded = meta.get("recipe", {}).get("stages", [])
+    for i, stage in enumerate(resolution.recipe.stages):
+        for fields in length_fields(stage):
+            name = fields["epochs"]
+            was = recorded[i].get(name) if i < len(recorded) and isinstance(recorded[i], dict) else None
+            if was != getattr(stage, name):
+                raise ConfigError(
+                    f"{path}: stages[{i}].{name}: the recipe's steps or shares now resolve to "
+                    f"{getattr(stage, name)} epochs of {resolution.steps_per_epoch} steps, but this checkpoint "
+                    f"ran {was}; the training loader's length changed, so the run cannot resume")
 
 
 def _check_same_recipe(recipe: Recipe, meta: dict[str, Any], path: Path) -> None:

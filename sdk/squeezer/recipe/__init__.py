@@ -1,7 +1,9 @@
 """Recipes: TOML files validated into frozen attrs configs."""
 
+from squeezer.recipe.budget import Resolution, resolve_budget
 from squeezer.recipe.configs import (
     STAGE_TYPES,
+    Budget,
     DistillStage,
     Factory,
     MutualStage,
@@ -27,6 +29,7 @@ from squeezer.recipe.loader import (
 
 __all__ = [
     "STAGE_TYPES",
+    "Budget",
     "DistillStage",
     "Factory",
     "MutualStage",
@@ -36,6 +39,7 @@ __all__ = [
     "QuantizerChoice",
     "QuantizerOverride",
     "Recipe",
+    "Resolution",
     "Stage",
     "Strategy",
     "TrainStage",
@@ -45,5 +49,6 @@ __all__ = [
     "parse_recipe",
     "recipe_from_dict",
     "recipe_to_dict",
+    "resolve_budget",
     "with_factories",
 ]

@@ -17,6 +17,8 @@ from squeezer.compress.targets import Targets
 _positive = attrs.validators.gt(0.0)
 _fraction = [attrs.validators.ge(0.0), attrs.validators.le(1.0)]
 _epochs = attrs.validators.ge(0)
+_steps = attrs.validators.optional(attrs.validators.ge(0))
+_share = attrs.validators.optional(_fraction)
 
 
 _IMPORT_PATH = re.compile(r"^[\w.]+:[\w.]+$")
@@ -105,6 +107,12 @@ class Stage:
     TYPE: ClassVar[str] = ""
     name: str = _help("display name (defaults to the type)", default="")
     epochs: int = _help("training epochs", default=1, validator=_epochs)
+    steps: int | None = _help(
+        "the stage's length in optimizer steps instead of epochs (squeezer runs whole epochs: the nearest "
+        "number, at least one, reported when the run starts)", default=None, validator=_steps)
+    share: float | None = _help(
+        "the stage's length as a fraction of [budget] instead of epochs (the shares of all stages sum to 1)",
+        default=None, validator=_share)
     optim: Optim | None = _help("optimizer settings overriding [training]", default=None)
 
     @property
@@ -113,6 +121,16 @@ class Stage:
 
     def total_epochs(self) -> int:
         return self.epochs
+
+    def __attrs_post_init__(self) -> None:
+        _one_unit(self, ("steps", "share"))
+
+
+def _one_unit(stage: Any, names: tuple[str, ...]) -> None:
+    """At most one of the (optional) length fields ``names`` is set."""
+    given = [n for n in names if getattr(stage, n) is not None]
+    if len(given) > 1:
+        raise ValueError(f"'{given[1]}' gives the length again: set one of {', '.join(names)}, not both")
 
 
 @attrs.frozen(kw_only=True)
@@ -126,6 +144,12 @@ def _no_epochs(instance: Any, attribute: Any, value: int) -> None:
     if value != 0:
         raise ValueError("'epochs' is not used by a prune stage: it trains epochs_per_round epochs after "
                          "each pruning round (the scheduler's rounds), so set epochs_per_round")
+
+
+def _no_steps(instance: Any, attribute: Any, value: int | None) -> None:
+    if value is not None:
+        raise ValueError("'steps' is not used by a prune stage: it trains steps_per_round steps after each "
+                         "pruning round, so set steps_per_round (or share, for the whole stage)")
 
 
 @attrs.frozen(kw_only=True)
@@ -144,6 +168,12 @@ class PruneStage(Stage):
         "fraction every layer keeps under global pruning (and always one weight); keep it well below "
         "1 - target, or every layer ends at exactly this density", default=0.005, validator=_fraction)
     epochs_per_round: int = _help("training epochs after each pruning round", default=2, validator=_epochs)
+    steps_per_round: int | None = _help(
+        "optimizer steps after each pruning round instead of epochs_per_round (rounded to whole epochs, at "
+        "least one, when the run starts); with share instead, the stage's share is spread evenly over its "
+        "rounds", default=None, validator=_steps)
+    steps: int | None = attrs.field(default=None, validator=_no_steps, metadata={
+        "help": "not used by a prune stage (see steps_per_round)", "hidden": True})
     calibration_batches: int = _help("batches for gradient-based importance", default=8,
                                      validator=attrs.validators.ge(1))
     epochs: int = attrs.field(default=0, validator=_no_epochs, metadata={
@@ -169,6 +199,11 @@ class MutualStage(Stage):
     distillation: Strategy = _plugin("distillation_loss", "distillation loss, applied in both directions",
                                      factory=lambda: Strategy(name="hinton"))
     warmup_epochs: int = _help("epochs of cross-entropy only before mutual KD", default=1, validator=_epochs)
+    warmup_steps: int | None = _help("the warm-up in optimizer steps instead of warmup_epochs", default=None,
+                                     validator=_steps)
+    warmup_share: float | None = _help(
+        "the warm-up's share of [budget] (the stage runs warmup_share + share of it, as it runs warmup_epochs + "
+        "epochs); required with share, 0 for none", default=None, validator=_share)
     kd_weight: float = _help("weight of the distillation term", default=1.0, validator=attrs.validators.ge(0.0))
     teacher_quantized: bool = _help("teacher sees important weights quantized (else full precision)", default=True)
     teacher_owns: tuple[str, ...] = _help(
@@ -177,6 +212,10 @@ class MutualStage(Stage):
         default=("norm",), converter=tuple,
         validator=attrs.validators.deep_iterable(attrs.validators.in_(("norm", "bias"))),
     )
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        _one_unit(self, ("warmup_steps", "warmup_share"))
 
 
 @attrs.frozen(kw_only=True)
@@ -199,6 +238,21 @@ RECIPE_VERSION = 1
 
 
 @attrs.frozen(kw_only=True)
+class Budget:
+    """The run's total length, split among the stages by their shares: give epochs or steps."""
+
+    epochs: int | None = _help("the total in epochs of the training loader (grows with the data)", default=None,
+                               validator=attrs.validators.optional(attrs.validators.ge(1)))
+    steps: int | None = _help("the total in optimizer steps, one per training batch (whatever the data's size)",
+                              default=None,
+                              validator=attrs.validators.optional(attrs.validators.ge(1)))
+
+    def __attrs_post_init__(self) -> None:
+        if (self.epochs is None) == (self.steps is None):
+            raise ValueError("give one of 'epochs' or 'steps' (e.g. [budget] steps = 6000)")
+
+
+@attrs.frozen(kw_only=True)
 class Recipe:
     """A whole compression recipe."""
 
@@ -207,6 +261,7 @@ class Recipe:
     stages: tuple[Stage, ...] = _help("ordered stages")
     targets: Targets = _help("which weights are compressed", factory=Targets)
     training: Optim = _help("default optimizer settings", factory=Optim)
+    budget: Budget | None = _help("the run's total length, split by the stages' shares", default=None)
     seed: int = _help("random seed", default=0)
     output_dir: str = _help("where checkpoints and the artifact go", default="squeezer-out")
     device: str = _help("'auto', 'cpu', 'cuda', ...", default="auto")

@@ -17,6 +17,7 @@ import attrs
 
 from squeezer import contracts
 from squeezer.errors import ConfigError
+from squeezer.recipe.budget import OPTIONAL_FIELDS, check_budget, check_one_unit, superseded
 from squeezer.recipe.configs import (
     RECIPE_VERSION,
     STAGE_TYPES,
@@ -92,6 +93,7 @@ def recipe_from_dict(data: Mapping[str, Any], *, source: str = "<recipe>") -> Re
         data["stages"] = tuple(_stage(s, f"stages[{i}]", source, training) for i, s in enumerate(stages))
     recipe = typing.cast(Recipe, _build(Recipe, data, "", source, extra={"source": source}))
     check_seed(recipe.seed, f"{source}: seed")
+    check_budget(recipe)
     return recipe
 
 
@@ -162,6 +164,7 @@ def _stage(raw: Any, path: str, source: str, training: Mapping[str, Any]) -> Sta
     optim = {k: raw.pop(k) for k in list(raw) if k in _OPTIM_KEYS}
     if optim:  # a stage's optimizer settings override [training], field by field
         raw["optim"] = {**training, **optim}
+    check_one_unit(STAGE_TYPES[kind], raw, f"{source}: {path}")
     return typing.cast(Stage, _build(STAGE_TYPES[kind], raw, path, source))
 
 
@@ -326,11 +329,18 @@ def checked_schedule(scheduler: Any, where: str) -> list[float]:
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
-    """The fully resolved recipe (defaults filled in) as plain data, stage types included."""
+    """The fully resolved recipe (defaults filled in) as plain data, stage types included.
+
+    Lengths in steps or shares (and ``budget``) appear only where set, and then without the epoch
+    field they replace: the data of a recipe in epochs is what it was before they existed, and the
+    data reads back into the same recipe."""
 
     def convert(obj: Any) -> Any:
         if attrs.has(type(obj)):
-            out = {a.name: convert(getattr(obj, a.name)) for a in attrs.fields(type(obj)) if a.name != "source"}
+            left_out = superseded(obj) if isinstance(obj, Stage) else set()
+            out = {a.name: convert(getattr(obj, a.name)) for a in attrs.fields(type(obj))
+                   if a.name != "source" and a.name not in left_out
+                   and not (a.name in OPTIONAL_FIELDS and getattr(obj, a.name) is None)}
             if isinstance(obj, Stage):
                 out = {"type": obj.TYPE, **out}
             return out
