@@ -139,11 +139,13 @@ def export_onnx(
     except ValueError as e:
         raise ArtifactError(f"{target}: {e}") from None
     proto = _optimize(proto, target)
+    # integer kernels need Conv -> QuantizeLinear: BatchNorm goes into the quantized weights' scales
+    folded = onnx_qdq.fold_batchnorm(proto, weights) if acts else {}
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as e:
         raise ArtifactError(f"{target}: exported ONNX model is invalid: {first_line(e)}") from None
-    problems = onnx_qdq.check_weights(proto, weights, types)
+    problems = onnx_qdq.check_weights(proto, weights, types, folded)
     pairs = onnx_qdq.activation_pairs(proto)
     if pairs != len(acts):
         problems.append(f"{pairs} QuantizeLinear/DequantizeLinear pairs for {len(acts)} activation quantizers")

@@ -153,7 +153,8 @@ def _is_transpose_2d(node: Any) -> bool:
     return perm in (None, [1, 0])
 
 
-def check_weights(proto: Any, weights: Sequence[QuantizedWeight], types: dict[str, int]) -> list[str]:
+def check_weights(proto: Any, weights: Sequence[QuantizedWeight], types: dict[str, int],
+                  scales: dict[str, np.ndarray] | None = None) -> list[str]:
     """Problems with ``proto``'s weights: each read through a DequantizeLinear from an integer
     initializer of its codes' type and shape (transposed for a MatMul), holding its codes and
     scale. The optimizer may have merged weights of identical codes and scale into one (layers
@@ -171,7 +172,7 @@ def check_weights(proto: Any, weights: Sequence[QuantizedWeight], types: dict[st
             readers[key] = node.input[0]
     problems = []
     for q in weights:
-        scale_bytes = q.scale.astype(np.float32).tobytes()
+        scale_bytes = (scales or {}).get(q.path, q.scale).astype(np.float32).tobytes()
         keys = [(types[q.path], tuple(c.shape), np.ascontiguousarray(c).astype(np.int64).tobytes(), scale_bytes)
                 for c in (q.codes, q.codes.T)]
         if not any(key in readers for key in keys):
@@ -184,6 +185,66 @@ def _int_bytes(init: Any) -> bytes:
     from onnx import numpy_helper
 
     return np.asarray(numpy_helper.to_array(init)).astype(np.int64).tobytes()
+
+
+def fold_batchnorm(proto: Any, weights: Sequence[QuantizedWeight]) -> dict[str, np.ndarray]:
+    """Fold each ``BatchNormalization`` that alone reads a ``Conv`` of a quantized weight into that
+    weight's scale and the convolution's bias, in place: ``k = gamma / sqrt(var + eps)`` per output
+    channel, ``scale' = scale * k`` (the codes are unchanged: BatchNorm is an affine map per output
+    channel), ``bias' = (bias - mean) * k + beta``. The result is the student's up to float rounding
+    (computed in float64); without it onnxruntime cannot form an integer convolution followed by the
+    next activation's QuantizeLinear. Returns the new scale of every weight folded."""
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    inits = {init.name: init for init in graph.initializer}
+    consumers = _consumers(graph)
+    producer = {out: node for node in graph.node for out in node.output}
+    paths = {f"{q.path}_quantized": q.path for q in weights}
+    folded: dict[str, np.ndarray] = {}
+    for conv in list(graph.node):
+        if conv.op_type != "Conv" or len(conv.input) < 2:
+            continue
+        dq = producer.get(conv.input[1])
+        users = consumers.get(conv.output[0], [])
+        if (dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in paths or len(users) != 1
+                or users[0].op_type != "BatchNormalization" or len(consumers.get(dq.output[0], [])) != 1
+                or not all(name in inits for name in users[0].input[1:5])
+                or (len(conv.input) > 2 and conv.input[2] not in inits)):
+            continue
+        bn = users[0]
+        if len(bn.output) != 1:
+            continue  # training-mode BatchNormalization (running statistics as outputs)
+        gamma, beta, mean, var = (numpy_helper.to_array(inits[n]).astype(np.float64) for n in bn.input[1:5])
+        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+        k = gamma / np.sqrt(var + eps)
+        scale_init = inits[dq.input[1]]
+        scale = numpy_helper.to_array(scale_init).astype(np.float64)
+        new_scale = (np.broadcast_to(scale, k.shape) * k).astype(np.float32)
+        bias = numpy_helper.to_array(inits[conv.input[2]]).astype(np.float64) if len(conv.input) > 2 else 0.0
+        new_bias = ((bias - mean) * k + beta).astype(np.float32)
+        path = paths[dq.input[0]]
+        scale_init.CopyFrom(numpy_helper.from_array(new_scale, scale_init.name))
+        zp_init = inits[dq.input[2]]
+        zeros = numpy_helper.to_array(zp_init)
+        zp_init.CopyFrom(numpy_helper.from_array(np.zeros(new_scale.shape, dtype=zeros.dtype), zp_init.name))
+        if not any(a.name == "axis" for a in dq.attribute):
+            dq.attribute.append(helper.make_attribute("axis", 0))
+        bias_name = f"{path}_folded_bias"
+        graph.initializer.append(numpy_helper.from_array(new_bias, bias_name))
+        if len(conv.input) > 2:
+            conv.input[2] = bias_name
+        else:
+            conv.input.append(bias_name)
+        conv.output[0] = bn.output[0]
+        graph.node.remove(bn)
+        folded[path] = new_scale
+    if folded:
+        read = {name for node in graph.node for name in node.input} | {out.name for out in graph.output}
+        kept = [init for init in graph.initializer if init.name in read]
+        del graph.initializer[:]
+        graph.initializer.extend(kept)
+    return folded
 
 
 # --- activations -----------------------------------------------------------------------------

@@ -1,0 +1,100 @@
+"""Activation quantizers in the ONNX export: QuantizeLinear -> DequantizeLinear on the inputs of the
+quantized layers, BatchNorm folded into the quantized convolutions' scales, so that onnxruntime's
+CPU provider runs integer kernels (QLinearConv, QGemm). The quantizers are attached directly (no
+recipe field reaches them yet)."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import squeezer
+import squeezer.compress as sc
+from squeezer.errors import ArtifactError
+
+ort = pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxscript")
+lsq_activations = pytest.importorskip("squeezer_lsq.activations")
+
+from squeezer.artifact.onnx_export import ACTIVATION_TOLERANCE, export_onnx  # noqa: E402
+from squeezer.artifact.onnx_verify import session_options  # noqa: E402
+from squeezer.examples.digits import make_model  # noqa: E402
+
+REGISTRY = squeezer.load_registry(autoload=False)
+
+
+def integer_digits(weight_bits: int = 8, act_bits: int = 8, calibrate: bool = True) -> tuple[nn.Module, torch.Tensor]:
+    """The digits CNN, 70 % pruned, LSQ weights, LSQ activation quantizers on every Conv/Linear input
+    (signed on the raw input, unsigned after a ReLU), steps initialized from one batch."""
+    torch.manual_seed(0)
+    model = make_model(width=8)
+    sc.attach(model)
+    sc.prune(model, lambda p, w: w.abs(), 0.7)
+    sc.attach_quantizers(model, lambda p: ("lsq", REGISTRY.create("quantizer", "lsq", {"bits": weight_bits})))
+    layers = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    lsq_activations.attach_activation_quantizers(model, layers[:1], bits=act_bits, signed=True)
+    lsq_activations.attach_activation_quantizers(model, layers[1:], bits=act_bits, signed=False)
+    x = torch.randn(32, 1, 8, 8)
+    model.eval()
+    if calibrate:
+        with torch.no_grad():
+            model(x)
+    return model, x
+
+
+def optimized_ops(path: Path, tmp_path: Path) -> Counter[str]:
+    options = session_options(ort)
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    options.log_severity_level = 3
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return Counter(n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
+
+
+def test_integer_kernels(tmp_path: Path) -> None:
+    model, x = integer_digits()
+    target = tmp_path / "model.onnx"
+    report = export_onnx(model, target, x)
+    assert report.activations == 5 and report.quantized == 5 and report.int4 == 0
+    graph = onnx.load(str(target)).graph
+    ops = Counter(n.op_type for n in graph.node)
+    assert ops["QuantizeLinear"] == 5 and ops["DequantizeLinear"] == 10
+    assert ops["BatchNormalization"] == 0  # folded into the quantized convolutions' scales
+    types = {i.name: i.data_type for i in graph.initializer}
+    types.update({n.output[0]: n.attribute[0].t.data_type for n in graph.node if n.op_type == "Constant"})
+    zero_points = [types[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear"]
+    assert zero_points == [onnx.TensorProto.INT8] + [onnx.TensorProto.UINT8] * 4  # signed input, then ReLUs
+    # onnxruntime runs every convolution and the hidden Linear in integer arithmetic
+    fused = optimized_ops(target, tmp_path)
+    assert fused["QLinearConv"] == 3 and fused["QGemm"] == 1 and fused["Conv"] == 0
+    peak = float(model(x).abs().max())
+    assert report.rtol == 0 and report.atol == pytest.approx(ACTIVATION_TOLERANCE * peak, rel=0.5)
+    assert report.max_abs_diff <= report.atol and report.argmax_rows > 0
+
+
+def test_4_bit_activations_and_weights(tmp_path: Path) -> None:
+    model, x = integer_digits(weight_bits=4, act_bits=4)
+    report = export_onnx(model, tmp_path / "model.onnx", x)
+    assert report.activations == 5 and report.int4 == 5
+    ops = Counter(n.op_type for n in onnx.load(str(tmp_path / "model.onnx")).graph.node)
+    assert ops["Clip"] == 5  # the 4-bit grid inside the 8-bit QuantizeLinear
+
+
+def test_an_uncalibrated_activation_quantizer_is_refused_by_name(tmp_path: Path) -> None:
+    model, x = integer_digits(calibrate=False)
+    with pytest.raises(ArtifactError, match=r"activation quantizer of 0: its step was never initialized"):
+        export_onnx(model, tmp_path / "model.onnx", x)
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_activation_quantizer_it_cannot_write_is_refused_by_name(tmp_path: Path) -> None:
+    model, x = integer_digits()
+    model.get_submodule("3.input_quantizer").per_channel = True
+    with pytest.raises(ArtifactError, match=r"activation quantizer of 3: per-channel activation quantization"):
+        export_onnx(model, tmp_path / "model.onnx", x)
+    assert os.listdir(tmp_path) == []
