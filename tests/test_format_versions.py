@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
+import torch
+from safetensors.torch import save_file
 from torch import nn
 
 import squeezer
 from squeezer import compress
+from squeezer.artifact import format as artifact_format
 from squeezer.compress.model import SPEC_VERSION
 from squeezer.errors import ArtifactError, ConfigError
 from squeezer.pipeline import checkpoint
@@ -59,3 +65,29 @@ def test_the_run_record_round_trips_and_refuses_another_version() -> None:
         RunRecord.from_json({**doc, "bits": {"0.weight": -1}})
     # keys older squeezers wrote and no longer read are dropped, not run
     assert RunRecord.from_json({**doc, "layers": [], "model_factory": {"factory": "os:system"}}) == record
+
+
+def _v1_artifact(path: Path) -> Path:
+    """An artifact as squeezer wrote it before format version 2: one tensor per part, the record
+    as plain JSON in the metadata (a crafted file of that shape; the reader stops at the version)."""
+    doc = {"format": "squeezer-artifact", "version": 1, "info": {}, "float_dtype": "float32", "layers": [],
+           "state": [{"name": "0.bias", "shape": [4], "dtype": "float32"}],
+           "checksum": {"algorithm": "sha256", "digest": "0" * 64}}
+    save_file({"state/0.bias": torch.zeros(4)}, str(path), metadata={"squeezer": json.dumps(doc)})
+    return path
+
+
+@pytest.mark.parametrize("version", [1, 3])
+def test_an_artifact_of_another_version_is_refused_naming_both(tmp_path: Path, version: int) -> None:
+    assert artifact_format.FORMAT_VERSION == 2
+    path = _v1_artifact(tmp_path / "m.safetensors")
+    if version != 1:
+        header = {"format": "squeezer-artifact", "version": version, "sha256": "0" * 64}
+        path.write_bytes(artifact_format.container(b"\0", header))
+    message = (f"{path}: artifact format version {version} is not supported (this squeezer reads version 2)"
+               + ("; re-export it from its run's checkpoint with this squeezer (squeezer export RUN_DIR --out FILE)"
+                  if version == 1 else ""))
+    for call in (squeezer.inspect, lambda p: squeezer.load(p, nn.Sequential(nn.Linear(4, 4)))):
+        with pytest.raises(ArtifactError) as exc:
+            call(path)
+        assert str(exc.value) == message

@@ -15,7 +15,11 @@ from torch import nn
 import squeezer.compress as sc
 from squeezer.artifact import ArtifactReport, export, inspect, load, load_state_dict, torch_save_size
 from squeezer.artifact import format as fmt
+from squeezer.artifact.reader import read
 from squeezer.errors import ArtifactError, ConfigError, PluginError, UntrustedFactoryError
+
+#: the first 16 hex digits of sha256(format.ZDICT)
+ZDICT_SHA256_PREFIX = "4a62eefbb2387809"
 
 # --- a tiny quantizer, so these tests do not depend on a quantizer plugin ---------------------
 
@@ -90,16 +94,28 @@ def artifact(tmp_path: Path) -> Path:
 
 
 def read_raw(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The record and the parts of a valid artifact, to craft variants of it."""
+    art = read(path)
+    return {k: v for k, v in art.meta.items() if k not in ("format", "version")}, dict(art.tensors)
+
+
+def file_header(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The squeezer metadata object and the tensor table of a file, as its safetensors header says."""
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    return json.loads(meta[fmt.METADATA_KEY]), tensors
+        table = {k: (f.get_slice(k).get_dtype(), f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+    return json.loads(meta[fmt.METADATA_KEY]), table
 
 
-def rewrite(path: Path, doc: dict[str, Any], tensors: dict[str, torch.Tensor], *, rehash: bool) -> None:
-    if rehash:  # a consistent file, so only the check under test can object
-        doc["checksum"]["digest"] = fmt.checksum(doc, tensors)
-    save_file(tensors, str(path), metadata={fmt.METADATA_KEY: json.dumps(doc)})
+def rewrite(path: Path, doc: dict[str, Any], tensors: dict[str, torch.Tensor], *, rehash: bool,
+            header: dict[str, Any] | None = None) -> None:
+    """Write ``doc`` and the parts ``tensors`` (in their order) as ``path``. ``rehash``: a
+    consistent file, so only the check under test can object; else the old digest stays."""
+    data = fmt.pack_data(doc, tensors.values())
+    old, _ = file_header(path)
+    top = {"format": fmt.FORMAT_NAME, "version": fmt.FORMAT_VERSION,
+           "sha256": fmt.digest(data) if rehash else old["sha256"], **(header or {})}
+    path.write_bytes(fmt.container(data, top))
 
 
 # --- round trips --------------------------------------------------------------------------------
@@ -176,15 +192,19 @@ def test_kept_weights_with_code_zero_are_stored(tmp_path: Path) -> None:
 
 
 def test_layout(artifact: Path) -> None:
+    header, table = file_header(artifact)
+    assert set(header) == fmt.HEADER_FIELDS
+    assert (header["format"], header["version"]) == ("squeezer-artifact", 2)
+    assert table == {"data": ("U8", [artifact.stat().st_size - 8 - _header_length(artifact)])}
     doc, tensors = read_raw(artifact)
-    assert set(doc) == fmt.TOP_FIELDS
-    assert (doc["format"], doc["version"], doc["info"]) == ("squeezer-artifact", 1, {"recipe": "demo"})
-    assert set(tensors) == {
-        "layer/0.weight/codes",
+    assert set(doc) == fmt.RECORD_FIELDS
+    assert doc["info"] == {"recipe": "demo"}
+    assert list(tensors) == [
         "layer/0.weight/mask",
+        "layer/0.weight/codes",
         "layer/0.weight/scale",
-        "layer/4.weight/codes",
         "layer/4.weight/mask",
+        "layer/4.weight/codes",
         "layer/4.weight/scale",
         "state/0.bias",
         "state/1.weight",
@@ -193,7 +213,7 @@ def test_layout(artifact: Path) -> None:
         "state/1.running_var",
         "state/1.num_batches_tracked",
         "state/4.bias",
-    }
+    ]  # the parts in file order
     assert not any("parametrizations" in k or "step" in k for k in tensors)  # no original, no step twice
     assert tensors["layer/4.weight/codes"].dtype == torch.uint8
     assert tensors["layer/4.weight/scale"].dtype == torch.float32
@@ -203,6 +223,25 @@ def test_layout(artifact: Path) -> None:
     assert set(layer) == fmt.LAYER_FIELDS
     assert layer["quantizer"] == {"name": "testq", "options": {"bits": 3, "expose_range": True}}
     assert (layer["bits"], layer["qn"], layer["qp"], layer["signed"]) == (3, 4, 3, True)
+    assert (layer["scale_shape"], layer["scale_dtype"]) == ([10, 1], "float32")
+    assert layer["mask_bytes"] == tensors["layer/4.weight/mask"].numel()
+    # the blob is the record, then the parts back to back: nothing else
+    record = fmt.compress_record(doc)
+    data = artifact.read_bytes()[-table["data"][1][0]:]
+    assert data[: len(record)] == record
+    assert data[len(record):] == b"".join(t.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+                                          for t in tensors.values())
+
+
+def _header_length(path: Path) -> int:
+    return int.from_bytes(path.read_bytes()[:8], "little")
+
+
+def test_the_preset_dictionary_is_frozen() -> None:
+    """ZDICT is part of format version 2: files written with it must stay readable."""
+    import hashlib
+
+    assert hashlib.sha256(fmt.ZDICT).hexdigest()[:16] == ZDICT_SHA256_PREFIX
 
 
 def test_report(artifact: Path) -> None:
@@ -295,9 +334,15 @@ def test_tampered_metadata(artifact: Path) -> None:
 
 def test_tampered_tensor_set(artifact: Path) -> None:
     doc, tensors = read_raw(artifact)
-    tensors["state/extra"] = torch.zeros(3)
+    tensors["state/extra"] = torch.zeros(3)  # bytes the record does not describe
     rewrite(artifact, doc, tensors, rehash=True)
-    with pytest.raises(ArtifactError, match="do not match the metadata"):
+    with pytest.raises(ArtifactError, match=r"describes [\d,]+ bytes of parts \(13 parts\), the file holds"):
+        inspect(artifact)
+    header, _ = file_header(artifact)
+    data = artifact.read_bytes()[8 + _header_length(artifact):]
+    save_file({"data": torch.frombuffer(bytearray(data), dtype=torch.uint8), "extra": torch.zeros(1)}, str(artifact),
+              metadata={fmt.METADATA_KEY: json.dumps(header)})
+    with pytest.raises(ArtifactError, match="one 1-d uint8 tensor 'data'"):
         inspect(artifact)
 
 
@@ -309,13 +354,16 @@ def test_truncated_file(artifact: Path) -> None:
             load(artifact, make_model())
 
 
-def test_wrong_format_version(artifact: Path) -> None:
+@pytest.mark.parametrize("version", [3, 1])
+def test_wrong_format_version(artifact: Path, version: int) -> None:
     doc, tensors = read_raw(artifact)
-    doc["version"] = 2
-    rewrite(artifact, doc, tensors, rehash=True)
+    rewrite(artifact, doc, tensors, rehash=True, header={"version": version})
     with pytest.raises(ArtifactError) as err:
         load(artifact, make_model())
-    assert str(err.value) == f"{artifact}: artifact format version 2 is not supported (this squeezer reads 1)"
+    message = f"{artifact}: artifact format version {version} is not supported (this squeezer reads version 2)"
+    if version == 1:
+        message += "; re-export it from its run's checkpoint with this squeezer (squeezer export RUN_DIR --out FILE)"
+    assert str(err.value) == message
 
 
 def test_not_a_squeezer_artifact(tmp_path: Path) -> None:
@@ -325,29 +373,31 @@ def test_not_a_squeezer_artifact(tmp_path: Path) -> None:
         inspect(path)
 
 
-@pytest.mark.parametrize("where", ["top", "layer", "state", "safetensors"])
+@pytest.mark.parametrize("where", ["header", "record", "layer", "state", "safetensors"])
 def test_unknown_metadata_field(artifact: Path, where: str) -> None:
     doc, tensors = read_raw(artifact)
-    if where == "top":
+    header: dict[str, Any] = {}
+    match = "unknown field.*(compression_level|zero_point)"
+    if where == "header":
+        header["compression_level"] = 9
+    elif where == "record":
         doc["compression_level"] = 9
     elif where == "layer":
         doc["layers"][0]["zero_point"] = 0
-    else:
+    elif where == "state":
         doc["state"][0]["zero_point"] = 0
+    rewrite(artifact, doc, tensors, rehash=True, header=header)
     if where == "safetensors":
-        doc["checksum"]["digest"] = fmt.checksum(doc, tensors)
-        save_file(tensors, str(artifact), metadata={fmt.METADATA_KEY: json.dumps(doc), "other": "x"})
+        top, _ = file_header(artifact)
+        data = fmt.pack_data(doc, tensors.values())
+        artifact.write_bytes(fmt.container(data, top, extra={"other": "x"}))
         match = "unknown metadata key"
-    else:
-        rewrite(artifact, doc, tensors, rehash=True)
-        match = "unknown field.*(compression_level|zero_point)"
     with pytest.raises(ArtifactError, match=match):
         load(artifact, make_model())
 
 
 def test_malformed_metadata(artifact: Path) -> None:
-    _, tensors = read_raw(artifact)
-    save_file(tensors, str(artifact), metadata={fmt.METADATA_KEY: "{not json"})
+    save_file({"data": torch.zeros(4, dtype=torch.uint8)}, str(artifact), metadata={fmt.METADATA_KEY: "{not json"})
     with pytest.raises(ArtifactError, match=r"model\.safetensors"):
         inspect(artifact)
 

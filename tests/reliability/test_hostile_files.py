@@ -27,6 +27,7 @@ import squeezer
 from squeezer import ArtifactError
 from squeezer.artifact import format as fmt
 from squeezer.artifact import inspect, load_state_dict
+from squeezer.artifact.reader import read as read_artifact
 from squeezer.cli import app
 from squeezer.pipeline import checkpoint
 from squeezer.pipeline.loop import CHECKPOINT as CKPT  # checkpoints/last.safetensors
@@ -91,8 +92,9 @@ def write_checkpoint(path: Path, doc: dict[str, Any], tensors: dict[str, torch.T
 
 
 def artifact_doc(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    header, _ = raw_header(path)
-    return json.loads(header["__metadata__"][fmt.METADATA_KEY]), st_load(path.read_bytes())
+    """The record and the parts (``layer/<path>/<part>``, ``state/<name>``) of a valid artifact."""
+    art = read_artifact(path)
+    return {k: v for k, v in art.meta.items() if k not in ("format", "version")}, dict(art.tensors)
 
 
 def by_hand_digest(doc: dict[str, Any], tensors: dict[str, torch.Tensor], skip: str, dtype_prefix: str = "") -> str:
@@ -107,9 +109,9 @@ def by_hand_digest(doc: dict[str, Any], tensors: dict[str, torch.Tensor], skip: 
     return h.hexdigest()
 
 
-def write_artifact(path: Path, doc: dict[str, Any], tensors: dict[str, torch.Tensor], *, by_hand: bool = False) -> None:
-    doc["checksum"]["digest"] = by_hand_digest(doc, tensors, "checksum") if by_hand else fmt.checksum(doc, tensors)
-    path.write_bytes(st_save(tensors, metadata={fmt.METADATA_KEY: json.dumps(doc)}))
+def write_artifact(path: Path, doc: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    """The record and parts (in their order) as one blob, its digest recomputed by the project's code."""
+    path.write_bytes(fmt.encode(doc, tensors.values()))
 
 
 def huge_layer(src: Path, dst: Path, shape: list[int]) -> None:
@@ -118,15 +120,15 @@ def huge_layer(src: Path, dst: Path, shape: list[int]) -> None:
     doc, tensors = artifact_doc(src)
     layer = doc["layers"][0]
     p = layer["path"]
-    for part in ("codes", "scale", "values"):
+    for part in ("codes", "scale"):
         tensors.pop(fmt.layer_key(p, part), None)
-    tensors[fmt.layer_key(p, "mask")] = torch.zeros(0, dtype=torch.uint8)
-    tensors[fmt.layer_key(p, "values")] = torch.zeros(0, dtype=torch.float32)
+    tensors[fmt.layer_key(p, "mask")] = torch.zeros(0, dtype=torch.uint8)  # in place: the parts keep their order
     numel = 1
     for d in shape:
         numel *= d
     layer.update(shape=shape, numel=numel, nnz=0, encoding="float", bits=None, signed=None, qn=None, qp=None,
-                 offset=None, mask_coding="rice", mask_rice_k=0, mask_inverted=False, quantizer=None)
+                 offset=None, mask_coding="rice", mask_rice_k=0, mask_inverted=False, mask_bytes=0,
+                 scale_shape=None, scale_dtype=None, quantizer=None)
     write_artifact(dst, doc, tensors)
 
 
@@ -243,19 +245,20 @@ def _drop(tensors: dict[str, torch.Tensor], key: str, value: torch.Tensor) -> No
 
 @pytest.mark.parametrize(("edit", "needle"), [
     # a bitmap mask must have ceil(numel / 8) bytes
-    (lambda doc, t: (doc["layers"][0].update(mask_coding="bitmap", mask_rice_k=None),
+    (lambda doc, t: (doc["layers"][0].update(mask_coding="bitmap", mask_rice_k=None, mask_bytes=3),
                      _drop(t, "layer/1.weight/mask", torch.zeros(3, dtype=torch.uint8))), "bitmap mask"),
-    # codes of nnz * bits bits
-    (lambda doc, t: _drop(t, "layer/1.weight/codes", torch.zeros(2, dtype=torch.uint8)), "codes hold 2 bytes"),
-    (lambda doc, t: _drop(t, "layer/1.weight/codes", torch.zeros(2, 2, dtype=torch.uint8)), "1-d uint8"),
-    (lambda doc, t: _drop(t, "layer/1.weight/scale", torch.zeros(3, 1)), "scale of shape"),
-    (lambda doc, t: _drop(t, "layer/1.weight/scale", torch.zeros(16, 1, dtype=torch.int32)), "floating"),
-    (lambda doc, t: _drop(t, "state/1.bias", torch.zeros(1 << 10)), "state 1.bias"),
-    (lambda doc, t: doc["state"][0].update(shape=[1 << 20, 1 << 20]), "state 1.bias"),
+    # codes of nnz * bits bits: the parts no longer fill the blob
+    (lambda doc, t: _drop(t, "layer/1.weight/codes", torch.zeros(2, dtype=torch.uint8)), "bytes of parts"),
+    (lambda doc, t: doc["layers"][0].update(nnz=doc["layers"][0]["nnz"] + 64), "bytes of parts"),
+    (lambda doc, t: doc["layers"][0].update(scale_shape=[3, 1]), "scale of shape"),
+    (lambda doc, t: doc["layers"][0].update(scale_dtype="int32"), "floating"),
+    (lambda doc, t: _drop(t, "state/1.bias", torch.zeros(1 << 10)), "bytes of parts"),
+    (lambda doc, t: doc["state"][0].update(shape=[1 << 20, 1 << 20]), "bytes of parts"),
 ])
 def test_sizes_the_metadata_claims_must_match_the_tensors(finished: Path, tmp_path: Path, edit: Any,
                                                           needle: str) -> None:
-    """Checked from the header before any tensor is read, so inspect refuses them too."""
+    """Checked from the record before any part is sliced, so inspect refuses them too (a claim
+    of 2**40 floats allocates nothing)."""
     path = tmp_path / "model.safetensors"
     doc, tensors = artifact_doc(finished / "model.safetensors")
     assert doc["layers"][0]["path"] == "1.weight" and doc["layers"][0]["encoding"] == "quantized"
@@ -301,10 +304,11 @@ def test_a_sparse_3_gib_checkpoint_is_refused_without_reading_it(finished: Path,
     assert "3,221,225,472" in got["message"] and got["maxrss"] < GiB, got
 
 
-def _claiming(path: Path, tensor: str, doc: dict[str, Any], nbytes: int) -> Path:
-    """A sparse file whose header claims one float32 tensor of ``nbytes`` bytes, with ``doc`` as metadata."""
+def _claiming(path: Path, tensor: str, doc: dict[str, Any], nbytes: int, dtype: str = "F32") -> Path:
+    """A sparse file whose header claims one tensor of ``nbytes`` bytes, with ``doc`` as metadata."""
+    width = {"F32": 4, "U8": 1}[dtype]
     header = {"__metadata__": {"squeezer": json.dumps(doc)},
-              tensor: {"dtype": "F32", "shape": [nbytes // 4], "data_offsets": [0, nbytes]}}
+              tensor: {"dtype": dtype, "shape": [nbytes // width], "data_offsets": [0, nbytes]}}
     write_raw(path, header)
     with path.open("r+b") as f:
         f.truncate(path.stat().st_size + nbytes)
@@ -317,9 +321,8 @@ def test_a_sparse_file_claiming_2_gib_tensors_is_hashed_in_bounded_memory(finish
     tensors are never loaded (before: read whole, a raw MemoryError under the limit)."""
     doc, _ = checkpoint_doc(finished / CKPT)
     ckpt = _claiming(tmp_path / "last.safetensors", "model.t", doc, 2 * GiB)
-    art_doc, _ = artifact_doc(finished / "model.safetensors")
-    art_doc.update(layers=[], state=[{"name": "t", "shape": [GiB // 2], "dtype": "float32"}])
-    art = _claiming(tmp_path / "model.safetensors", "state/t", art_doc, 2 * GiB)
+    art_header = {"format": fmt.FORMAT_NAME, "version": fmt.FORMAT_VERSION, "sha256": "0" * 64}
+    art = _claiming(tmp_path / "model.safetensors", fmt.DATA_KEY, art_header, 2 * GiB, "U8")
     got = bounded(f"""
         from squeezer.pipeline import checkpoint
         import squeezer
@@ -382,17 +385,27 @@ DTYPES = [torch.uint16, torch.float8_e4m3fn, torch.complex64, torch.uint32]
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_an_unsupported_dtype_in_an_artifact_is_refused(finished: Path, tmp_path: Path, dtype: torch.dtype) -> None:
-    """Before: a raw ValueError from the checksum code (API), exit 1 (CLI)."""
+    """In the record (a state entry) or as the dtype of the blob itself. Before: a raw ValueError
+    from the checksum code (API), exit 1 (CLI)."""
     path = tmp_path / "model.safetensors"
     doc, tensors = artifact_doc(finished / "model.safetensors")
-    tensors["state/1.bias"] = torch.zeros(16).to(dtype)
-    write_artifact(path, doc, tensors, by_hand=True)
     name = str(dtype).removeprefix("torch.")
+    doc["state"][0]["dtype"] = name
+    write_artifact(path, doc, tensors)
     for consumer in (inspect, load_state_dict):
         with pytest.raises(ArtifactError) as exc:
             consumer(path)
-        one_line(exc, path, "'state/1.bias'", name)
-    cli_refuses(["inspect", path], path, "'state/1.bias'", name)
+        one_line(exc, path, "record.state[0].dtype", repr(name))
+    cli_refuses(["inspect", path], path, "record.state[0].dtype", name)
+    data = torch.zeros(16).to(dtype)
+    header = {"format": fmt.FORMAT_NAME, "version": fmt.FORMAT_VERSION,
+              "sha256": hashlib.sha256(data.view(torch.uint8).numpy().tobytes()).hexdigest()}
+    path.write_bytes(st_save({fmt.DATA_KEY: data}, metadata={fmt.METADATA_KEY: json.dumps(header)}))
+    for consumer in (inspect, load_state_dict):
+        with pytest.raises(ArtifactError) as exc:
+            consumer(path)
+        one_line(exc, path, "'data'", name)
+    cli_refuses(["inspect", path], path, "'data'", name)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

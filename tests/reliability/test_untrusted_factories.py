@@ -8,7 +8,6 @@ the marker file the command would create never appears.
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -16,12 +15,11 @@ from typing import Any
 
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 import squeezer
 from squeezer.artifact import format as fmt
+from squeezer.artifact.reader import read
 from squeezer.cli import app
 from squeezer.errors import ArtifactError, ConfigError, UntrustedFactoryError
 from squeezer.pipeline import checkpoint
@@ -75,13 +73,11 @@ def run_copy(finished: Path, tmp_path: Path) -> Path:
 
 
 def edit_artifact(path: Path, edit: Any) -> None:
-    """Edit an artifact's metadata document and recompute its checksum, as an attacker can."""
-    with safe_open(str(path), framework="pt") as f:
-        doc = json.loads(f.metadata()[fmt.METADATA_KEY])
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    """Edit an artifact's record and recompute its checksum, as an attacker can."""
+    art = read(path)
+    doc = {k: v for k, v in art.meta.items() if k not in ("format", "version")}
     edit(doc)
-    doc["checksum"]["digest"] = fmt.checksum(doc, tensors)
-    save_file(tensors, str(path), metadata={fmt.METADATA_KEY: json.dumps(doc)})
+    path.write_bytes(fmt.encode(doc, art.tensors.values()))
 
 
 def edit_checkpoint(path: Path, edit: Any) -> None:

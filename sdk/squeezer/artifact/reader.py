@@ -1,8 +1,9 @@
 """Read, verify and decode an artifact (see :mod:`squeezer.artifact.format`).
 
 Reading never unpickles and never executes anything from the file: the container is
-safetensors (a JSON header and raw tensor bytes) and everything in it is checked (format,
-version, schema, checksum, tensor sizes) before use. Any problem is an
+safetensors (a JSON header and raw tensor bytes), the record zlib-compressed JSON inflated within
+a fixed bound, and everything is checked (format, version, checksum, record schema, part
+sizes) before use. Any problem is an
 :class:`~squeezer.errors.ArtifactError` naming the file.
 
 A file may *name* a model factory (``info["model_factory"]``) for :func:`load` to build the model
@@ -38,7 +39,11 @@ StrPath = str | os.PathLike[str]
 
 @attrs.frozen
 class Artifact:
-    """A read and verified artifact: its metadata document and its (still coded) tensors."""
+    """A read and verified artifact: its record and its (still coded) parts.
+
+    ``meta`` is the record with the header's ``format`` and ``version``; ``tensors`` holds the
+    parts under the names ``layer/<path>/<part>`` and ``state/<name>`` (see
+    :mod:`squeezer.artifact.format`); ``file_bytes`` is the size of the whole file."""
 
     path: str
     meta: dict[str, Any]
@@ -51,27 +56,37 @@ class Artifact:
 
 
 def read(path: StrPath) -> Artifact:
-    """Open ``path``, check format, version, schema and checksum; return the coded content.
+    """Open ``path``, check format, version, layout and checksum; return the coded content.
 
-    Before a tensor byte is read: the file must be a regular file (a FIFO or device is refused
-    at once), its safetensors header consistent with its size and free of unsupported dtypes
-    (:func:`squeezer.safefile.open_safetensors`), its metadata valid and the tensors the header
-    lists exactly the ones the metadata describes, of consistent sizes (:func:`.format.check_tensors`).
-    The checksum is then computed streaming from the file; only a verified file's tensors are read.
+    Before a byte of ``data`` is read: the file must be a regular file (a FIFO or device is
+    refused at once), its safetensors header consistent with its size and free of unsupported
+    dtypes (:func:`squeezer.safefile.open_safetensors`), its metadata of this format and version,
+    and it must hold exactly the one ``data`` tensor (:func:`.format.check_tensors`). The checksum
+    is then computed streaming from the file; only a verified file's ``data`` is read, its record
+    inflated within :data:`~squeezer.artifact.format.MAX_RECORD_BYTES`, validated, and the parts it
+    describes checked to fill the rest exactly before they are sliced.
     """
     target = os.fspath(path)
     if not os.path.lexists(target):
         raise ArtifactError(f"{target}: no such artifact file")
     with safefile.open_safetensors(target, "artifact") as st:
-        doc = _metadata(target, st.metadata)
+        header = _metadata(target, st.metadata)
         try:
-            fmt.check_tensors(doc, {name: (e.dtype, e.shape) for name, e in st.tensors.items()})
+            fmt.check_tensors({name: (e.dtype, e.shape) for name, e in st.tensors.items()})
         except ValueError as e:
             raise ArtifactError(f"{target}: {e}") from None
-        if not hmac.compare_digest(fmt.file_checksum(doc, st), doc["checksum"]["digest"]):
+        if not hmac.compare_digest(fmt.file_digest(st), header["sha256"]):
             raise ArtifactError(f"{target}: checksum mismatch: the file is corrupt or was modified")
-        tensors = {name: st.tensor(entry) for name, entry in st.tensors.items()}
-        return Artifact(target, doc, tensors, st.size)
+        data = st.tensor(st.tensors[fmt.DATA_KEY])
+        size = st.size
+    try:
+        record, start = fmt.decompress_record(memoryview(data.numpy()))
+        fmt.validate(record)
+        fmt.check_parts(record, data.numel() - start)
+    except ValueError as e:  # includes json.JSONDecodeError
+        raise ArtifactError(f"{target}: {e}") from None
+    meta = {"format": header["format"], "version": header["version"], **record}
+    return Artifact(target, meta, fmt.split(record, data[start:]), size)
 
 
 def _metadata(target: str, raw: Mapping[str, str] | None) -> dict[str, Any]:
@@ -82,7 +97,7 @@ def _metadata(target: str, raw: Mapping[str, str] | None) -> dict[str, Any]:
         raise ArtifactError(f"{target}: unknown metadata key(s) {', '.join(map(repr, unknown))}")
     try:
         doc = json.loads(raw[fmt.METADATA_KEY])
-        return fmt.validate(doc)
+        return fmt.validate_header(doc)
     except ValueError as e:  # includes json.JSONDecodeError
         raise ArtifactError(f"{target}: {e}") from e
 

@@ -2,8 +2,11 @@
 
 For a compressed layer of ``n`` weights with ``nnz`` kept, quantized to ``b`` bits, the bound is
 ``nnz * b + n * H(nnz / n)`` bits: the codes of the kept weights plus the entropy of a mask of that
-density (``H`` the binary entropy). Scales and the rest of the state (biases, norms, ...) are
-stored as they are and count at their own size on both sides of the ratio.
+density (``H`` the binary entropy); an unquantized layer counts its kept values at their stored
+width instead of ``b``. Scales and the rest of the state (biases, norms, ...) are stored as they
+are and count at their own size on both sides of the ratio. Nothing of the header (the record,
+the safetensors table, the checksum) is in the bound: :attr:`ArtifactReport.file_ratio` is the
+whole file over it.
 """
 
 from __future__ import annotations
@@ -111,6 +114,16 @@ class ArtifactReport:
         return self.payload_bytes / self.bound_bytes if self.bound_bytes else 1.0
 
     @property
+    def file_ratio(self) -> float:
+        """``file_bytes / bound_bytes``: the whole file, header included, over the bound."""
+        return self.file_bytes / self.bound_bytes if self.bound_bytes else 1.0
+
+    @property
+    def header_bytes(self) -> int:
+        """Bytes of the file that are not payload: the record, the safetensors header, the checksum."""
+        return self.file_bytes - self.payload_bytes
+
+    @property
     def compression(self) -> float:
         """``dense_fp32_bytes / file_bytes``."""
         return self.dense_fp32_bytes / self.file_bytes if self.file_bytes else 0.0
@@ -131,6 +144,8 @@ class ArtifactReport:
             "file_bytes": self.file_bytes,
             "dense_fp32_bytes": self.dense_fp32_bytes,
             "ratio": self.ratio,
+            "file_ratio": self.file_ratio,
+            "header_bytes": self.header_bytes,
             "compression": self.compression,
         }
 
@@ -147,7 +162,7 @@ class ArtifactReport:
             )
         rows.append(
             f"total: payload {self.payload_bytes} B, bound {self.bound_bytes:.0f} B "
-            f"(ratio {self.ratio:.3f}), file {self.file_bytes} B, "
+            f"(ratio {self.ratio:.3f}), file {self.file_bytes} B (/ bound {self.file_ratio:.3f}), "
             f"dense fp32 {self.dense_fp32_bytes} B ({self.compression:.1f}x)"
         )
         return "\n".join(rows)

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save as safetensors_save
 from torch import nn
 
 from squeezer.artifact import format as fmt
@@ -64,19 +63,18 @@ def export(
             layers.append(_layer(model, p_path, p, tensors, store_dtype))
         state = _state(model.state_dict(), skip_prefixes, tensors, store_dtype, target)
 
-    meta: dict[str, Any] = {
-        "format": fmt.FORMAT_NAME,
-        "version": fmt.FORMAT_VERSION,
-        "info": info_doc,
-        "float_dtype": float_dtype,
-        "layers": layers,
-        "state": state,
-    }
-    meta["checksum"] = {"algorithm": fmt.CHECKSUM_ALGORITHM, "digest": fmt.checksum(meta, tensors)}
-    fmt.validate(json.loads(json.dumps(meta)))  # what we write, we can read
-    data = safetensors_save(tensors, metadata={fmt.METADATA_KEY: json.dumps(meta, sort_keys=True)})
+    record: dict[str, Any] = {"float_dtype": float_dtype, "info": info_doc, "layers": layers, "state": state}
+    try:
+        fmt.validate(json.loads(json.dumps(record)))  # what we write, we can read
+    except ValueError as e:
+        raise ArtifactError(f"{target}: {e}") from None
+    layout = fmt.parts(record)
+    if [(name, fmt.dtype_name(tensors[name].dtype), tuple(tensors[name].shape)) for name, _, _ in layout] != layout:
+        raise AssertionError("the parts do not match the record")  # a bug in this module, never the input
+    data = fmt.encode(record, (tensors[name] for name, _, _ in layout))
     _atomic_write(target, data)
     nbytes = {name: t.numel() * t.element_size() for name, t in tensors.items()}
+    meta = {"format": fmt.FORMAT_NAME, "version": fmt.FORMAT_VERSION, **record}
     return build_report(target, meta, nbytes, len(data))
 
 
@@ -125,6 +123,9 @@ def _layer(
         "mask_coding": code.coding,
         "mask_rice_k": code.rice_k,
         "mask_inverted": code.inverted,
+        "mask_bytes": int(code.payload.size),
+        "scale_shape": None,
+        "scale_dtype": None,
         "quantizer": p.quantizer_spec if p.quantizer is not None else None,
     }
     q = p.quantizer
@@ -156,7 +157,8 @@ def _layer(
         )
     tensors[fmt.layer_key(path, "codes")] = _from_numpy(pack_bits(unsigned, bits))
     tensors[fmt.layer_key(path, "scale")] = _fresh(scale)
-    entry.update(encoding="quantized", bits=bits, signed=signed, qn=qn, qp=qp, offset=offset)
+    entry.update(encoding="quantized", bits=bits, signed=signed, qn=qn, qp=qp, offset=offset,
+                 scale_shape=list(scale.shape), scale_dtype=fmt.dtype_name(scale.dtype))
     return entry
 
 
