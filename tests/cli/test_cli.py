@@ -272,7 +272,7 @@ def test_recipe_schema_json_covers_sections_stages_and_plugins() -> None:
     result = invoke("recipe", "schema", "--json")
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
-    assert set(doc["sections"]) == {"model", "data", "training", "targets"}
+    assert set(doc["sections"]) == {"model", "data", "training", "budget", "targets"}
     assert set(doc["stages"]) == set(STAGE_TYPES)
     prune = {f["name"]: f for f in doc["stages"]["prune"]["fields"]}
     assert prune["scheduler"]["required"] is True
