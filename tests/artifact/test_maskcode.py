@@ -128,3 +128,14 @@ def test_garbage_never_escapes_as_another_exception(
             continue
         assert out.shape == (numel,)
         assert int(out.sum()) == min(count, numel)
+
+
+def test_a_very_sparse_large_mask_codes_remainders_wider_than_a_code() -> None:
+    """Gaps of ~10**6 give k = 19: the remainders are packed at 19 bits (the packer takes up to
+    56; version 1 stopped at 16 and refused such a mask at export)."""
+    mask = np.zeros(1 << 22, dtype=bool)
+    mask[[5, 1_500_000, 4_000_000]] = True
+    code = encode_mask(mask)
+    assert (code.coding, code.rice_k) == ("rice", 19)
+    assert code.payload.size == 9
+    np.testing.assert_array_equal(decode_mask(code, mask.size, 3), mask)
