@@ -64,6 +64,7 @@ def test_a_zlib_bomb_is_refused_within_the_record_limit(artifact: Path) -> None:
     (_compress(b"\xff\xfe{}"), "not UTF-8 JSON"),
     (_compress(b"{not json"), "Expecting property name"),
     (_compress(b"[]"), "record must be a JSON object"),
+    (_compress(b"[" * 1_000_000), "nests too deeply"),  # a RecursionError in json, not an ArtifactError, before
 ])
 def test_a_malformed_record_is_refused(artifact: Path, data: bytes, needle: str) -> None:
     _write(artifact, data)
@@ -137,3 +138,9 @@ def test_a_bool_state_entry_reads_as_bool(tmp_path: Path) -> None:
     tensors["state/flag"] = torch.tensor([7, 0], dtype=torch.uint8)
     _write(path, fmt.pack_data(doc, tensors.values()))
     assert load_state_dict(path)["flag"].tolist() == [True, False]
+
+
+def test_deeply_nested_metadata_is_refused(artifact: Path) -> None:
+    save_file({"data": torch.zeros(4, dtype=torch.uint8)}, str(artifact),
+              metadata={fmt.METADATA_KEY: "[" * 100_000})
+    _refused(artifact, "the metadata nests too deeply")

@@ -184,7 +184,10 @@ def decompress_record(data: bytes | memoryview) -> tuple[Any, int]:
         source = text.decode("utf-8")  # never guessed: JSON of another encoding is not a record
     except UnicodeDecodeError:
         raise ValueError("the record is not UTF-8 JSON") from None
-    record = json.loads(source, object_pairs_hook=_no_duplicates)
+    try:
+        record = json.loads(source, object_pairs_hook=_no_duplicates)
+    except RecursionError:  # 16 MiB of '[' inflate from 16 KB
+        raise ValueError("the record nests too deeply") from None
     return record, len(data) - len(unpacker.unused_data)
 
 

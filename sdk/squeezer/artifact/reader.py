@@ -100,6 +100,8 @@ def _metadata(target: str, raw: Mapping[str, str] | None) -> dict[str, Any]:
         return fmt.validate_header(doc)
     except ValueError as e:  # includes json.JSONDecodeError
         raise ArtifactError(f"{target}: {e}") from e
+    except RecursionError:
+        raise ArtifactError(f"{target}: the metadata nests too deeply") from None
 
 
 def decode_layer(art: Artifact, layer: Mapping[str, Any]) -> torch.Tensor:
