@@ -6,6 +6,9 @@ one setting: ``session.qdq_matmulnbits_accuracy_level = "1"``. Without it onnxru
 the exporter feeds to a MatMul) by its ``MatMulNBits`` kernel computing with activations quantized
 to int8 on the fly (accuracy level 4), which puts its outputs about 1e-2 off the student's (measured
 on GPT-2, BERT and Whisper from tiny configs); at level 1 the kernel computes in float32.
+A file with quantized weights only is also checked in a session with ``session.disable_quant_qdq
+= "1"``, where onnxruntime folds each constant weight's ``DequantizeLinear`` into a float weight
+when it loads the model (float kernels at FP32 speed; the file stays small).
 """
 
 from __future__ import annotations
@@ -17,15 +20,23 @@ import numpy as np
 
 #: onnxruntime session config entry: the compute precision of MatMulNBits (1 = float32)
 ORT_MATMULNBITS_ACCURACY = "session.qdq_matmulnbits_accuracy_level"
+#: onnxruntime session config entry: QDQ handling off, so constant DequantizeLinear is folded at load
+ORT_DISABLE_QDQ = "session.disable_quant_qdq"
 #: the setting to print for users (the export's output, the docs)
 SESSION_HINT = (f'SessionOptions().add_session_config_entry("{ORT_MATMULNBITS_ACCURACY}", "1") '
                 "(else MatMulNBits quantizes activations: ~1e-2 off)")
+#: with quantized weights only: the alternative that also runs at FP32 speed
+WEIGHTS_ONLY_HINT = (f'{SESSION_HINT}; or "{ORT_DISABLE_QDQ}" = "1" (weights dequantized once at load: '
+                     "float kernels, FP32 speed)")
 
 
-def session_options(ort: Any) -> Any:
-    """onnxruntime session options that run the exported model as the student computes it."""
+def session_options(ort: Any, **config: str) -> Any:
+    """onnxruntime session options that run the exported model as the student computes it
+    (``config``: more session config entries, e.g. ``{ORT_DISABLE_QDQ: "1"}`` via ``**``)."""
     options = ort.SessionOptions()
     options.add_session_config_entry(ORT_MATMULNBITS_ACCURACY, "1")
+    for key, value in config.items():
+        options.add_session_config_entry(key, value)
     return options
 
 
@@ -54,10 +65,13 @@ def compare(
     expected: list[list[np.ndarray]],
     rtol: float,
     atol: float,
+    config: dict[str, str] | None = None,
 ) -> Agreement:
-    """Run ``data`` on every feed and compare with ``expected`` (see :class:`Agreement`)."""
+    """Run ``data`` on every feed and compare with ``expected`` (see :class:`Agreement`);
+    ``config``: session config entries besides :func:`session_options`'s."""
     try:
-        session = ort.InferenceSession(data, session_options(ort), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(data, session_options(ort, **(config or {})),
+                                       providers=["CPUExecutionProvider"])
     except Exception as e:
         raise VerificationError(f"onnxruntime cannot load the exported model: {first_line(e)}") from None
     max_diff, within, mismatches, rows = 0.0, True, 0, 0
