@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from safetensors.torch import save_file
 from test_artifact import compressed, make_model, read_raw
 
@@ -144,3 +146,48 @@ def test_deeply_nested_metadata_is_refused(artifact: Path) -> None:
     save_file({"data": torch.zeros(4, dtype=torch.uint8)}, str(artifact),
               metadata={fmt.METADATA_KEY: "[" * 100_000})
     _refused(artifact, "the metadata nests too deeply")
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(1 << 70), 1 << 70) | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(where=st.sampled_from(["layer0", "layer1", "state", "record"]), data=st.data())
+def test_any_field_set_to_any_json_is_an_artifact_error_or_loads(artifact: Path, where: str,
+                                                                 data: st.DataObject) -> None:
+    """A record edited anywhere, to anything JSON can say, digest recomputed: the consumers raise
+    ArtifactError (never TypeError, KeyError, IndexError, ...) or read a consistent file."""
+    doc, tensors = read_raw(artifact)
+    target = {"layer0": doc["layers"][0], "layer1": doc["layers"][1], "state": doc["state"][0], "record": doc}[where]
+    field = data.draw(st.sampled_from(sorted(target)), label="field")
+    target[field] = data.draw(JSON_VALUES, label="value")
+    path = artifact.with_name("edited.safetensors")
+    _write(path, fmt.pack_data(doc, tensors.values()))
+    for consumer in (inspect, load_state_dict, lambda p: load(p, make_model())):
+        try:
+            consumer(path)
+        except ArtifactError as exc:
+            assert str(exc).startswith(f"{path}: ") and "\n" not in str(exc)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_part_replaced_by_any_bytes_is_an_artifact_error_or_loads(artifact: Path, data: st.DataObject) -> None:
+    """A mask, codes, scale or state part replaced by random bytes (same length or not), digest
+    recomputed: ArtifactError naming the file, or a file that reads."""
+    doc, tensors = read_raw(artifact)
+    name = data.draw(st.sampled_from(sorted(tensors)), label="part")
+    size = tensors[name].numel() * tensors[name].element_size()
+    raw = data.draw(st.binary(min_size=max(size - 2, 0), max_size=size + 2), label="bytes")
+    tensors[name] = torch.frombuffer(bytearray(raw), dtype=torch.uint8) if raw else torch.zeros(0, dtype=torch.uint8)
+    path = artifact.with_name("edited.safetensors")
+    _write(path, fmt.pack_data(doc, tensors.values()))
+    for consumer in (inspect, load_state_dict, lambda p: load(p, make_model())):
+        try:
+            consumer(path)
+        except ArtifactError as exc:
+            assert str(exc).startswith(f"{path}: ") and "\n" not in str(exc)

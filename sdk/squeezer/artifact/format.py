@@ -316,7 +316,7 @@ def validate(doc: Any) -> dict[str, Any]:
         if not isinstance(entry["name"], str) or not entry["name"]:
             raise ValueError(f"{where}.name must be a non-empty string")
         _shape(entry["shape"], f"{where}.shape")
-        if entry["dtype"] not in DTYPES:
+        if not isinstance(entry["dtype"], str) or entry["dtype"] not in DTYPES:
             raise ValueError(f"{where}.dtype {entry['dtype']!r} is not supported")
         names.add(entry["name"])
     if len(names) != len(doc["layers"]) + len(doc["state"]):
@@ -328,7 +328,7 @@ def _validate_layer(layer: Mapping[str, Any], where: str) -> None:
     if not isinstance(layer["path"], str) or not layer["path"] or "/" in layer["path"]:
         raise ValueError(f"{where}.path must be a non-empty string without '/'")
     shape = _shape(layer["shape"], f"{where}.shape")
-    if layer["dtype"] not in DTYPES or not DTYPES[layer["dtype"]].is_floating_point:
+    if not isinstance(layer["dtype"], str) or layer["dtype"] not in FLOATING:
         raise ValueError(f"{where}.dtype {layer['dtype']!r} is not a supported floating dtype")
     numel, nnz = layer["numel"], layer["nnz"]
     if not _is_int(numel) or numel != _prod(shape):
