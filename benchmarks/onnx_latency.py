@@ -6,6 +6,8 @@ Variants, all exported by ``squeezer.artifact.onnx_export.export_onnx`` and veri
 - ``fp32``: the dense model (no compression): the baseline;
 - ``w4``: 80 % pruned, 4-bit LSQ weights stored as INT4 codes + DequantizeLinear (weights only);
 - ``w8``: 80 % pruned, 8-bit LSQ weights as INT8 codes + DequantizeLinear (weights only);
+- ``w4a8``: as ``w4`` plus 8-bit activations (below); the 4-bit codes are stored as INT8, since
+  onnxruntime's integer kernels take 8-bit weights only;
 - ``w8a8``: as ``w8`` plus 8-bit LSQ activation quantizers on the input of every Conv/Linear
   (QuantizeLinear/DequantizeLinear; BatchNorm folded), so onnxruntime runs QLinearConv / QGemm;
 - ``w4_loadfold``: the ``w4`` file in a session with ``session.disable_quant_qdq = 1``: onnxruntime
@@ -43,7 +45,7 @@ from torch import nn
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 SPARSITY = 0.8
-VARIANTS = ("fp32", "w4", "w8", "w8a8", "w4_loadfold")
+VARIANTS = ("fp32", "w4", "w8", "w4a8", "w8a8", "w4_loadfold")
 #: variants that time another's file with extra session config entries: ``w4_loadfold`` is the w4
 #: file with onnxruntime's QDQ handling off, so that its constant folding dequantizes the weights
 #: once when the session is created (the file stays small; the kernels are the float ones)
@@ -94,11 +96,11 @@ def compressed(model: str, variant: str, x: torch.Tensor) -> nn.Module:
     if variant == "fp32":
         return net.eval()
     registry = squeezer.load_registry(autoload=False)
-    bits = 4 if variant == "w4" else 8
+    bits = 4 if variant.startswith("w4") else 8
     sc.attach(net)
     sc.prune(net, lambda p, w: w.abs(), SPARSITY)
     sc.attach_quantizers(net, lambda p: ("lsq", registry.create("quantizer", "lsq", {"bits": bits})))
-    if variant == "w8a8":
+    if variant.endswith("a8"):
         from squeezer_lsq.activations import attach_activation_quantizers
 
         layers = [n for n, m in net.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
@@ -219,8 +221,9 @@ def markdown(result: dict[str, Any]) -> str:
              "the variant / median latency of the dense FP32 ONNX of the same model, same threads and batch "
              "(< 1 is faster). "
              f"{result['config']['sparsity']:.0%} pruned; w4 / w8: 4- / 8-bit weights as INT4 / INT8 codes + "
-             "DequantizeLinear (weights only); w8a8: 8-bit weights and activations (QuantizeLinear/DequantizeLinear "
-             "on every Conv/Linear input, BatchNorm folded), run by onnxruntime as QLinearConv / QGemm. "
+             "DequantizeLinear (weights only); w4a8 / w8a8: 4- / 8-bit weights (INT8 codes) and 8-bit activations "
+             "(QuantizeLinear/DequantizeLinear on every Conv/Linear input, BatchNorm folded), run by onnxruntime as "
+             "QLinearConv / QGemm; w4_loadfold: the w4 file with session.disable_quant_qdq = 1. "
              f"onnxruntime {result['config']['onnxruntime']}, torch {result['config']['torch']}, "
              f"{result['config']['runs']} timed runs per cell, on {result['config']['cpus']} CPUs with a load average "
              f"of {result['config']['load_average_at_start'][0]:.1f} at the start (a shared machine: the ratios are "

@@ -323,3 +323,10 @@ def test_plain_model(tmp_path: Path) -> None:
     model, x = make("cnn_bn")
     report = export_onnx(model.eval(), tmp_path / "model.onnx", x)
     assert report.quantized == 0 and report.max_abs_diff <= 1e-5
+
+
+def test_what_it_cannot_write_is_refused_naming_the_layer(tmp_path: Path) -> None:
+    model, x = compressed("mlp", QUANTIZERS[0], 4)
+    with pytest.raises(ArtifactError, match=r"0.weight: ONNX export writes float32 weights, this one is torch.float64"):
+        export_onnx(model.double(), tmp_path / "model.onnx", x.double())
+    assert os.listdir(tmp_path) == []

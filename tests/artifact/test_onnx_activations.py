@@ -80,9 +80,20 @@ def test_integer_kernels(tmp_path: Path) -> None:
 def test_4_bit_activations_and_weights(tmp_path: Path) -> None:
     model, x = integer_digits(weight_bits=4, act_bits=4)
     report = export_onnx(model, tmp_path / "model.onnx", x)
-    assert report.activations == 5 and report.int4 == 5
+    assert report.activations == 5 and report.int4 == 0  # INT8 codes: the integer kernels take 8-bit weights
     ops = Counter(n.op_type for n in onnx.load(str(tmp_path / "model.onnx")).graph.node)
     assert ops["Clip"] == 5  # the 4-bit grid inside the 8-bit QuantizeLinear
+
+
+def test_4_bit_weights_as_int4_give_up_the_integer_kernels(tmp_path: Path) -> None:
+    model, x = integer_digits(weight_bits=4)
+    small, wide = tmp_path / "int4.onnx", tmp_path / "int8.onnx"
+    assert export_onnx(model, small, x, int4=True).int4 == 5
+    assert export_onnx(model, wide, x).int4 == 0
+    assert small.stat().st_size < wide.stat().st_size
+    # onnxruntime 1.32 forms QLinearConv / QGemm from INT8 weights only
+    assert optimized_ops(small, tmp_path)["QLinearConv"] == 0
+    assert optimized_ops(wide, tmp_path)["QLinearConv"] == 3
 
 
 def test_an_uncalibrated_activation_quantizer_is_refused_by_name(tmp_path: Path) -> None:

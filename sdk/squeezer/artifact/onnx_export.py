@@ -100,7 +100,7 @@ def export_onnx(
     rtol: float = 1e-4,
     atol: float = 1e-5,
     dynamic_batch: bool = True,
-    int4: bool = True,
+    int4: bool | None = None,
     activation_tolerance: float = ACTIVATION_TOLERANCE,
 ) -> OnnxReport:
     """Write the student of ``model`` (pruned, quantized) to the ONNX file ``path``, verified.
@@ -109,7 +109,9 @@ def export_onnx(
     keyword inputs such as a Hugging Face model's ``input_ids`` and ``attention_mask``) is what
     the model is exported with. The model itself is left untouched (a deep copy is exported, in
     eval mode). ``dynamic_batch`` makes the first dimension of every input a ``batch`` axis (and
-    checks a batch of one); ``int4`` stores codes of at most 4 bits as INT4 / UINT4 (opset >= 21).
+    checks a batch of one); ``int4`` stores codes of at most 4 bits as INT4 / UINT4 (opset >= 21);
+    by default (``None``) it does so unless activations are quantized too, since onnxruntime's
+    integer kernels (QLinearConv, QGemm) take 8-bit weights only: there 4-bit codes are stored as INT8.
     Raises :class:`~squeezer.errors.ArtifactError` when onnx, onnxruntime or onnxscript are missing,
     when a weight or an activation quantizer cannot be represented (naming it), when the export
     fails, or when onnxruntime's outputs differ from torch's beyond the bound (see the module
@@ -136,7 +138,8 @@ def export_onnx(
 
     proto = _torch_export(student, args, kwargs, opset, dynamic_batch, target)
     try:
-        types = onnx_qdq.quantize_weights(proto, weights, opset=opset, int4=int4, scales=_graph_scales(weights))
+        packed = not acts if int4 is None else int4
+        types = onnx_qdq.quantize_weights(proto, weights, opset=opset, int4=packed, scales=_graph_scales(weights))
     except ValueError as e:
         raise ArtifactError(f"{target}: {e}") from None
     proto = _optimize(proto, target)
