@@ -36,7 +36,7 @@ RANK = {
     "testing": 7, "": 7, "__main__": 7,
 }
 UI = ("rich", "typer", "click")
-BUILTIN_PLUGINS = ("squeezer_magnitude", "squeezer_lsq", "squeezer_distill", "squeezer_schedules")
+BUILTIN_PLUGINS = ("squeezer_magnitude", "squeezer_lsq", "squeezer_distill", "squeezer_schedules", "squeezer_tasks")
 
 
 def modules() -> Iterator[tuple[str, Path]]:

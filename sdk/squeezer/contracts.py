@@ -88,3 +88,55 @@ def quantizer_codes(q: Any, weight: Any, mask: Any) -> tuple[Any, Any]:
         raise ContractViolation(f"codes * scale from quantize() differ from the quantizer's output "
                                 f"(max |diff| {diff:.3g}; they must be equal bit for bit)")
     return codes, scale
+
+
+def task_loss(value: Any) -> Any:
+    """A task's ``loss(outputs, targets)``: a 0-d floating tensor (the core checks finiteness
+    itself and stops the run on NaN/Inf, keeping the last checkpoint)."""
+    import torch
+
+    if not isinstance(value, torch.Tensor) or value.dim() != 0 or not value.is_floating_point():
+        raise ContractViolation(f"the loss must be a 0-d floating tensor, got {_describe(value)}")
+    return value
+
+
+def task_positions(value: Any) -> Any:
+    """A task's ``positions(outputs, targets)``: a 2-D floating tensor, one row per position
+    that distillation compares."""
+    import torch
+
+    if not isinstance(value, torch.Tensor) or value.dim() != 2 or not value.is_floating_point():
+        raise ContractViolation(f"positions must be a 2-D floating tensor (rows, values), got {_describe(value)}")
+    return value
+
+
+def task_stats(value: Any) -> dict[str, float]:
+    """A task's ``stats(outputs, targets)``: a mapping of names to real sums, with ``loss_sum``
+    and a finite, non-negative ``count`` (the core adds batches' statistics key by key; a model
+    that outputs NaN may give NaN sums, which the core reports as a diverged model)."""
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ContractViolation(f"stats must be a dict of named sums, got {type(value).__name__}")
+    for key in ("loss_sum", "count"):
+        if key not in value:
+            raise ContractViolation(f"stats must include {key!r} (got {', '.join(value) or 'nothing'})")
+    out: dict[str, float] = {}
+    for key, v in value.items():
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ContractViolation(f"stats[{key!r}] = {v!r} is not a real number")
+        out[key] = float(v)
+    if not math.isfinite(out["count"]) or out["count"] < 0:
+        raise ContractViolation(f"stats['count'] = {out['count']} is not a finite, non-negative number")
+    return out
+
+
+def task_score(value: Any) -> float:
+    """A task's ``score(stats)``: a real number (NaN where the split was empty)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ContractViolation(f"score must be a real number, got {type(value).__name__}")
+    return float(value)
+
+
+def _describe(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    return f"{type(value).__name__} of shape {tuple(shape)} ({getattr(value, 'dtype', '?')})" if shape is not None \
+        else type(value).__name__

@@ -1,4 +1,4 @@
-"""Hook specifications: the four extension points of squeezer.
+"""Hook specifications: the five extension points of squeezer.
 
 Each hook receives a :class:`~squeezer.registry.Registry` and registers named strategies on it
 (the register-callback pattern of tox and llm), so one plugin can provide several strategies.
@@ -88,4 +88,26 @@ def squeezer_register_distillation_losses(registry: Registry) -> None:
 
     Called once per plugin when the registry is built; all implementations are called.
     Since 0.1.
+    """
+
+
+@hookspec
+def squeezer_register_tasks(registry: Registry) -> None:
+    """Register tasks with ``registry.add_task(name, cls)``.
+
+    ``cls`` is an attrs class implementing :class:`squeezer.strategies.Task`: what a run trains
+    and measures (a recipe's top-level ``task``; the default is ``classification``). Every driver
+    (the recipe's stages, ``Compression``, the trainer callbacks) computes its loss with
+    ``loss(outputs, targets)``, distils on ``positions(outputs, targets)`` and evaluates with
+    ``score`` over the summed ``stats`` of a loader's batches.
+
+    The core checks every result with :mod:`squeezer.contracts` (``task_loss``,
+    ``task_positions``, ``task_stats``, ``task_score``; the conformance kit's
+    ``check_task`` applies the same functions): the loss a 0-d floating tensor, positions a 2-D
+    floating tensor, stats a dict of finite sums with ``loss_sum`` and a non-negative ``count``,
+    the score a real number. A ``ValueError`` says the model or data does not fit the task and is
+    reported naming the model or data factory; anything else names the plugin.
+
+    Called once per plugin when the registry is built; all implementations are called.
+    Since 0.2.
     """

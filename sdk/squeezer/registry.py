@@ -15,12 +15,13 @@ import attrs
 
 from squeezer.errors import ConfigError, PluginError, SqueezerError, UnknownStrategyError
 
-KINDS: tuple[str, ...] = ("importance", "scheduler", "quantizer", "distillation_loss")
+KINDS: tuple[str, ...] = ("importance", "scheduler", "quantizer", "distillation_loss", "task")
 KIND_HOOKS: Mapping[str, str] = {
     "importance": "squeezer_register_importances",
     "scheduler": "squeezer_register_schedulers",
     "quantizer": "squeezer_register_quantizers",
     "distillation_loss": "squeezer_register_distillation_losses",
+    "task": "squeezer_register_tasks",
 }
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -161,6 +162,10 @@ class Registry:
     def add_distillation_loss(self, name: str, cls: type) -> None:
         """Register a distillation loss (see :class:`squeezer.strategies.DistillationLoss`)."""
         self.add("distillation_loss", name, cls)
+
+    def add_task(self, name: str, cls: type) -> None:
+        """Register a task: what is trained and measured (see :class:`squeezer.strategies.Task`)."""
+        self.add("task", name, cls)
 
     def get(self, kind: str, name: str) -> StrategyInfo:
         """Look up a strategy; an unknown name lists the valid ones and suggests the closest."""

@@ -40,7 +40,8 @@ from squeezer.engine import (
     no_decay_on_compressed,
     quantizer_parameters,
 )
-from squeezer.errors import ConfigError, PluginError
+from squeezer.engine.task import RunTask
+from squeezer.errors import ConfigError, PluginError, UnknownStrategyError
 from squeezer.recipe.configs import PruneStage, QuantizerChoice
 from squeezer.recipe.loader import check_strategy, checked_schedule
 from squeezer.registry import Registry
@@ -79,7 +80,9 @@ class Compression:
     ``importance``, ``schedule``, ``quantizer`` and ``distillation`` name registered strategies,
     with options as ``(name, {option: value})``; ``quantizer=None`` prunes without quantizing, and
     a :class:`~squeezer.recipe.configs.QuantizerChoice` adds per-layer overrides (as in a recipe).
-    ``scope`` and ``min_density`` mean what they mean in a recipe's prune stage (same defaults).
+    ``task`` names what is trained (a registered task: ``classification``, ``language_model``,
+    ``regression``); :meth:`mutual_loss` and :meth:`loss` use it. ``scope`` and ``min_density``
+    mean what they mean in a recipe's prune stage (same defaults).
     Round ``r`` runs once :meth:`step` has been called ``prune_start + r * prune_every`` times
     (``prune_start`` defaults to ``prune_every``: train, then prune; ``prune_every=0`` runs every
     round at once). ``registry`` defaults to the installed plugins (:func:`squeezer.load_registry`).
@@ -94,6 +97,7 @@ class Compression:
         schedule: StrategySpec = ("geometric", {"target": 0.9, "rounds": 4}),
         quantizer: StrategySpec | QuantizerChoice | None = None,
         distillation: StrategySpec = "hinton",
+        task: StrategySpec = "classification",
         scope: str = "global",
         min_density: float = _MIN_DENSITY,
         prune_every: int = 100,
@@ -131,6 +135,12 @@ class Compression:
         self.distillation_name, options = _split(distillation, "distillation")
         self.distillation = registry.create("distillation_loss", self.distillation_name, options,
                                             where="distillation")
+        name, options = _split(task, "task")
+        self._task: RunTask | UnknownStrategyError
+        try:
+            self._task = RunTask.create(registry, name, options)
+        except UnknownStrategyError as exc:  # a registry without it: fine until a loss is asked for
+            self._task = exc
         self.steps = 0
 
     # --- Phase 1 --------------------------------------------------------------------------
@@ -229,6 +239,13 @@ class Compression:
             grads[path] = g.detach().clone()
         return grads
 
+    @property
+    def task(self) -> RunTask:
+        """What is trained and measured (the ``task`` strategy)."""
+        if isinstance(self._task, UnknownStrategyError):
+            raise self._task
+        return self._task
+
     # --- Phase 2 --------------------------------------------------------------------------
     def self_teacher(
         self, optimizer: torch.optim.Optimizer | None = None, *, owns: Iterable[str] = ("norm",),
@@ -269,10 +286,15 @@ class Compression:
         self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
         kd_weight: float = 1.0,
     ) -> torch.Tensor:
-        """Deep-mutual-learning loss of one batch: each network's cross-entropy plus ``kd_weight``
-        times the distillation loss towards the other's detached logits (as the ``mutual`` stage,
-        :func:`squeezer.engine.mutual_loss`)."""
-        return mutual_loss(student_logits, teacher_logits, targets, self.distillation, kd_weight)[0]
+        """Deep-mutual-learning loss of one batch: each network's task loss (cross-entropy for
+        classification) plus ``kd_weight`` times the distillation loss towards the other's detached
+        outputs (as the ``mutual`` stage, :func:`squeezer.engine.mutual_loss`)."""
+        return mutual_loss(student_logits, teacher_logits, targets, self.distillation, kd_weight, task=self.task)[0]
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The task's training loss of a batch (cross-entropy for classification), as the recipe
+        runner's stages compute it."""
+        return self.task.loss(outputs, targets)
 
     # --- results --------------------------------------------------------------------------
     @property

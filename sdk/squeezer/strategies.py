@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import torch
     from torch import nn
 
@@ -71,4 +73,36 @@ class DistillationLoss(Protocol):
 
     def __call__(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
         """Return a scalar loss."""
+        ...
+
+
+@runtime_checkable
+class Task(Protocol):
+    """What is trained and measured: the loss of a batch, the rows distillation compares, and the
+    validation metric, computed from per-batch sums so batches of any size add up.
+
+    ``metric`` names the metric (``"accuracy"``, ``"perplexity"``); ``higher_is_better`` says
+    which way it improves. A task may also define ``split(batch) -> (inputs, targets) | None``
+    (``None``: the core's default, :func:`squeezer.engine.task.split_batch`). Raise
+    ``ValueError`` when outputs or targets do not fit the task, its message starting with
+    ``targets`` when the data is at fault (the core then names the data factory).
+    """
+
+    metric: str
+    higher_is_better: bool
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The training loss: a 0-d tensor, the mean over the task's positions."""
+        ...
+
+    def positions(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The outputs at the task's positions as rows ``(N, C)`` (what distillation compares)."""
+        ...
+
+    def stats(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
+        """Sums over the batch: ``loss_sum``, ``count`` and whatever :meth:`score` needs."""
+        ...
+
+    def score(self, stats: Mapping[str, float]) -> float:
+        """The metric from statistics summed over a loader's batches."""
         ...

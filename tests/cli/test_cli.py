@@ -170,7 +170,7 @@ def test_plugins_list_json() -> None:
     assert result.exit_code == 0, result.output
     listing = json.loads(result.stdout)
     registry = squeezer.load_registry()
-    assert set(listing) == {"importance", "scheduler", "quantizer", "distillation_loss"}
+    assert set(listing) == {"importance", "scheduler", "quantizer", "distillation_loss", "task"}
     for info in registry:
         entry = next(e for e in listing[info.kind] if e["name"] == info.name)
         assert entry["plugin"] == info.plugin

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
 EXAMPLE = DOCS / "examples" / "squeezer-taylor"
 PAGES = sorted(DOCS.glob("*.md"))
-BUILTIN = {"magnitude", "schedules", "lsq", "distillation"}
+BUILTIN = {"magnitude", "schedules", "lsq", "distillation", "tasks"}
 _MARKER = re.compile(r"^<!--\s*(skip|write:\s*(\S+)|same-as:\s*(\S+))\s*-->$")
 _FENCE = re.compile(r"^```(\w*)\s*$")
 

@@ -9,6 +9,12 @@ from hypothesis import strategies as st
 from torch import nn
 
 from squeezer.engine import mutual_loss
+from squeezer.engine.task import RunTask
+from squeezer.plugin_manager import load_registry
+
+REGISTRY = load_registry()
+CLASSIFICATION = RunTask.create(REGISTRY, "classification")
+LANGUAGE_MODEL = RunTask.create(REGISTRY, "language_model")
 
 
 def hinton(t: float):  # type: ignore[no-untyped-def]
@@ -25,7 +31,7 @@ def test_mutual_loss_is_the_formula(seed: int, weight: float, t: float) -> None:
     tt = torch.randn(6, 5, generator=g, requires_grad=True)
     y = torch.randint(0, 5, (6,), generator=g)
     kd = hinton(t)
-    loss, parts = mutual_loss(s, tt, y, kd, weight)
+    loss, parts = mutual_loss(s, tt, y, kd, weight, task=CLASSIFICATION)
     ce = nn.functional.cross_entropy
     expected = ce(s, y) + ce(tt, y)
     if weight:
@@ -37,3 +43,24 @@ def test_mutual_loss_is_the_formula(seed: int, weight: float, t: float) -> None:
     loss.backward()
     own = ce(s, y) + (weight * kd(s, tt.detach()) if weight else 0.0)
     torch.testing.assert_close(s.grad, torch.autograd.grad(own, s)[0])
+
+
+@given(seed=st.integers(0, 2**16), weight=st.sampled_from([0.0, 1.0]))
+def test_token_level_mutual_loss_shifts_and_reduces_over_predicted_tokens(seed: int, weight: float) -> None:
+    """A language model: the logits at position i predict token i + 1, padding (-100) is left
+    out, and KD compares the two networks' next-token distributions at the same positions."""
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(2, 5, 7, generator=g, requires_grad=True)
+    tt = torch.randn(2, 5, 7, generator=g, requires_grad=True)
+    y = torch.randint(0, 7, (2, 5), generator=g)
+    y[1, 3:] = -100  # padding
+    kd = hinton(4.0)
+    loss, _ = mutual_loss(s, tt, y, kd, weight, task=LANGUAGE_MODEL)
+    rows_s = torch.cat([s[0, :4], s[1, :2]])  # positions whose next token is not padding
+    rows_t = torch.cat([tt[0, :4], tt[1, :2]])
+    labels = torch.cat([y[0, 1:], y[1, 1:3]])
+    ce = nn.functional.cross_entropy
+    expected = ce(rows_s, labels) + ce(rows_t, labels)
+    if weight:
+        expected = expected + weight * (kd(rows_s, rows_t.detach()) + kd(rows_t, rows_s.detach()))
+    torch.testing.assert_close(loss, expected)

@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from squeezer.cli.errors import FAILURE, CliError
-from squeezer.cli.progress import percent
+from squeezer.cli.progress import metric_text, percent
 from squeezer.cli.summary import NO_SPEEDUP, bits_label, fmt_bytes
 
 ArtifactArg = Annotated[Path, typer.Argument(help="Artifact file (model.safetensors of a run).",
@@ -139,9 +139,11 @@ def eval_command(
 
     Factories named by the artifact's recorded recipe are called only if trusted (--trust-factory).
     """
+    from squeezer.engine.task import RunTask
     from squeezer.pipeline.rebuild import build_loaders
     from squeezer.pipeline.runner import resolve_device
     from squeezer.pipeline.training import evaluate
+    from squeezer.plugin_manager import load_registry
 
     path = run_file(artifact, prefer="artifact")
     if file_format(path) == CHECKPOINT_FORMAT:  # a checkpoint (of an interrupted run, say): its model
@@ -151,15 +153,16 @@ def eval_command(
     model, rec, trust, source = rebuilt.model, rebuilt.recipe, rebuilt.trust, rebuilt.source
     loader = build_loaders(rec, trust, source)[1]
     dev = resolve_device(rec.device)
-    loss, accuracy = evaluate(model.to(dev), loader, dev)
+    task = RunTask.create(load_registry(block=rec.disable_plugins), rec.task.name, rec.task.options)
+    loss, value = evaluate(model.to(dev), loader, dev, task)
     samples = len(loader.dataset) if hasattr(loader, "dataset") else None
-    result = {"artifact": str(path), "recipe": source, "accuracy": accuracy, "loss": loss,
+    result = {"artifact": str(path), "recipe": source, "metric": task.metric, task.metric: value, "loss": loss,
               "samples": samples}
     if json_out:
         typer.echo(json.dumps(result, indent=2))
         return
     on = f" on {samples:,} validation samples" if samples is not None else ""
-    typer.echo(f"accuracy: {percent(accuracy)}{on} (loss {loss:.4f})")
+    typer.echo(f"{task.metric}: {metric_text(task.metric, value)}{on} (loss {loss:.4f})")
     typer.echo(f"recipe: {source}")
 
 

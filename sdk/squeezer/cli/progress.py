@@ -21,6 +21,13 @@ def percent(value: float | None) -> str:
     return "-" if value is None or value != value else f"{100 * value:.1f}%"
 
 
+def metric_text(metric: str, value: float | None) -> str:
+    """A task's metric as the user reads it: accuracy in percent, others (perplexity, r2) as numbers."""
+    if metric == "accuracy":
+        return percent(value)
+    return "-" if value is None or value != value else f"{value:.4g}"
+
+
 def fit(fields: list[str], width: int) -> str:
     """``fields`` joined by two spaces, or by one when that is too wide; never wider than ``width``
     (the line is cut with an ellipsis: a line that wraps at 80 columns reads as several)."""
@@ -190,11 +197,12 @@ class ProgressRenderer:
         width = self._width()
         elapsed = time.monotonic() - self._stage_t0.get(e.stage, self._t0)
         line = fit([self._stage_label(e.stage), f"epoch {e.epoch + 1}/{self.epochs.get(e.stage, '?')}",
-                    f"loss {e.loss:.4f}", f"acc {percent(e.accuracy)}", f"sparsity {percent(e.sparsity)}",
+                    f"loss {e.loss:.4f}", f"{_short(e.metric)} {metric_text(e.metric, e.accuracy)}",
+                    f"sparsity {percent(e.sparsity)}",
                     f"bits {e.bits}", f"[{elapsed:.1f}s]"], width)
         lines = [line]
         extra = dict(e.extra)
-        parts = parts_line(extra, width)
+        parts = parts_line(extra, width, e.metric)
         if parts:
             lines.append(parts)
         if "student_kd" in extra and e.stage not in self._kd_started:
@@ -208,7 +216,7 @@ class ProgressRenderer:
                 completed=(e.epoch + 1) * steps,
                 epoch=e.epoch + 1,
                 loss=f"{e.loss:.4f}",
-                accuracy=percent(e.accuracy),
+                accuracy=metric_text(e.metric, e.accuracy),
                 sparsity=percent(e.sparsity),
                 bits=e.bits,
             )
@@ -228,7 +236,7 @@ class ProgressRenderer:
         if self.progress is not None and e.index in self.tasks:  # a finished stage collapses into its line
             self.progress.remove_task(self.tasks.pop(e.index))
         elapsed = time.monotonic() - self._stage_t0.get(e.index, self._t0)
-        self._plain(fit([f"{self._stage_label(e.index)} done:", f"accuracy {percent(e.accuracy)}",
+        self._plain(fit([f"{self._stage_label(e.index)} done:", f"{e.metric} {metric_text(e.metric, e.accuracy)}",
                          f"[{_clock(elapsed)}]"], self._width()))
 
     def on_Checkpointed(self, e: Any) -> None:
@@ -258,11 +266,15 @@ _PARTS = {"student_ce": "student ce", "student_kd": "kd", "teacher_loss": "teach
           "teacher_accuracy": "teacher acc"}
 
 
-def _metric(name: str, value: float) -> str:
-    return percent(value) if "accuracy" in name else f"{value:.4f}"
+def _short(metric: str) -> str:
+    return "acc" if metric == "accuracy" else metric
 
 
-def parts_line(extra: dict[str, float], width: int) -> str:
+def _metric(name: str, value: float, metric: str = "accuracy") -> str:
+    return metric_text(metric, value) if "accuracy" in name else f"{value:.4f}"
+
+
+def parts_line(extra: dict[str, float], width: int, metric: str = "accuracy") -> str:
     """The second line of an epoch with extra metrics, e.g. ``  student ce 0.0412 + kd 7.0300 (epoch
     mean)  teacher loss 0.0500  teacher acc 99.5%``; empty without extras."""
     if not extra:
@@ -271,7 +283,8 @@ def parts_line(extra: dict[str, float], width: int) -> str:
     step = [f"{_PARTS[k]} {extra[k]:.4f}" for k in ("student_ce", "student_kd") if k in extra]
     if step:
         fields.append(" + ".join(step) + " (epoch mean)")
-    teacher = [f"{_PARTS[k].split()[-1]} {_metric(k, extra[k])}" for k in ("teacher_loss", "teacher_accuracy")
+    teacher = [f"{_PARTS[k].split()[-1] if k == 'teacher_loss' else _short(metric)} {_metric(k, extra[k], metric)}"
+               for k in ("teacher_loss", "teacher_accuracy")
                if k in extra]
     if teacher:
         fields.append("teacher " + ", ".join(teacher))

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from squeezer.cli.errors import INTERRUPTED, USAGE, CliError, RunFailed
-from squeezer.cli.progress import ProgressRenderer, percent
+from squeezer.cli.progress import ProgressRenderer, metric_text
 from squeezer.cli.summary import print_summary, result_dict
 from squeezer.errors import SqueezerError
 
@@ -140,7 +140,9 @@ def run_command(
     if json_out:
         typer.echo(json.dumps(data, indent=2, default=str))
     elif quiet:
-        typer.echo(f"accuracy {percent(result.accuracy)} (dense {percent(result.dense_accuracy)}); "
+        metric = result.metric
+        dense = metric_text(metric, result.dense_accuracy)
+        typer.echo(f"{metric} {metric_text(metric, result.accuracy)} (dense {dense}); "
                    f"artifact: {data['artifact']}")
     else:
         print_summary(Console(highlight=False), data)

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from squeezer.cli.progress import percent
+from squeezer.cli.progress import metric_text, percent
 
 NO_SPEEDUP = (
     "Pruned weights are zeros that the artifact packs away; they are not skipped at inference: "
@@ -65,6 +65,7 @@ def result_dict(result: Any, torch_save_bytes: int | None, stages: tuple[str, ..
     return {
         "output_dir": str(result.output_dir),
         "artifact": str(result.artifact) if result.artifact is not None else None,
+        "metric": result.metric,  # what the accuracy fields hold: the task's metric
         "dense_accuracy": result.dense_accuracy,
         "accuracy": result.accuracy,
         "sparsity": result.sparsity,
@@ -98,9 +99,9 @@ def print_summary(console: Console, data: dict[str, Any]) -> None:
     """Print the summary of a finished run (``data`` from :func:`result_dict`)."""
     console.print()
     console.rule("summary")
-    dense = data["dense_accuracy"]
+    dense, metric = data["dense_accuracy"], data.get("metric", "accuracy")
     console.print(
-        f"accuracy: dense {percent(dense)} -> compressed {percent(data['accuracy'])}"
+        f"{metric}: dense {metric_text(metric, dense)} -> compressed {metric_text(metric, data['accuracy'])}"
         + ("" if dense is not None else " (no dense training stage in this recipe)"),
         highlight=False,
         soft_wrap=True,

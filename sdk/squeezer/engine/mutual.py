@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 
 from squeezer.compress.teacher import SelfTeacher
 from squeezer.engine.params import split_parameters
+from squeezer.engine.task import RunTask
 
 #: ``(logits, target logits) -> scalar``, a registered distillation loss
 KD = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -26,20 +28,21 @@ def mutual_groups(model: nn.Module, teacher: SelfTeacher, quantizer_lr_scale: fl
     ]
 
 
-def mutual_loss(student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor, kd: KD,
-                kd_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
-    """Deep mutual learning on one batch: each network's cross-entropy plus ``kd_weight`` times the
-    distillation loss towards the other's *detached* logits (``kd_weight = 0``: the warm-up).
+def mutual_loss(student: torch.Tensor, teacher: torch.Tensor, targets: Any, kd: KD,
+                kd_weight: float = 1.0, *, task: RunTask) -> tuple[torch.Tensor, dict[str, float]]:
+    """Deep mutual learning on one batch: each network's task loss (cross-entropy for
+    classification) plus ``kd_weight`` times the distillation loss towards the other's *detached*
+    outputs at the task's positions (``kd_weight = 0``: the warm-up).
 
     Returns the summed loss (one backward trains both; the shared storage routes each gradient to
     the entries its network owns) and its parts, so a jump when KD starts is not read as divergence.
     """
-    ce = nn.functional.cross_entropy
-    ce_s, ce_t = ce(student, targets), ce(teacher, targets)
+    ce_s, ce_t = task.loss(student, targets), task.loss(teacher, targets)
     loss_s, loss_t = ce_s, ce_t
     parts = {"student_ce": float(ce_s.detach()), "teacher_ce": float(ce_t.detach())}
     if kd_weight > 0:
-        kd_s, kd_t = kd(student, teacher.detach()), kd(teacher, student.detach())
+        s, t = task.positions(student, targets), task.positions(teacher, targets)
+        kd_s, kd_t = kd(s, t.detach()), kd(t, s.detach())
         loss_s, loss_t = loss_s + kd_weight * kd_s, loss_t + kd_weight * kd_t
         parts.update(student_kd=float(kd_s.detach()), teacher_kd=float(kd_t.detach()))
     parts.update(student_loss=float(loss_s.detach()), teacher_loss=float(loss_t.detach()))

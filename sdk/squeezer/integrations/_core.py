@@ -259,6 +259,7 @@ class Core:
                 quantizer=stage.quantizer, scope=stage.scope, min_density=stage.min_density,
                 prune_every=self.prune_every or 1, registry=self.registry,
                 distillation=(d.name, dict(d.options)) if d is not None else "hinton",
+                task=(self.recipe.task.name, dict(self.recipe.task.options)),
             )
         comp.attach()
         self.compression = comp
@@ -392,6 +393,7 @@ class Core:
             "schedule": list(comp.schedule),
             "quantizer": attrs.asdict(comp.quantizer) if comp.quantizer is not None else None,
             "distillation": {"name": comp.distillation_name, "options": _options(comp.distillation)},
+            "task": {"name": comp.task.name, "options": _options(comp.task.task)},
             "scope": comp.scope,
             "min_density": comp.min_density,
             "mutual": attrs.asdict(self.mutual) if self.mutual is not None else None,

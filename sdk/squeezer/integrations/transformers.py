@@ -218,8 +218,9 @@ class MutualLossMixin:
     ``Trainer``'s own. Once ``callback.teacher`` exists, each batch runs the student and the
     self-teacher on the inputs without ``labels`` and returns ``callback.mutual_loss(student_logits,
     teacher_logits, labels)``: one backward trains the student's kept weights and the teacher's
-    pruned-away ones. The logits are the outputs' ``logits`` (or first element); the loss is
-    PQK's cross-entropy on ``labels``, so this suits classification heads.
+    pruned-away ones. The logits are the outputs' ``logits`` (or first element); the loss is the
+    Compression's task on ``labels`` (the recipe's ``task``: cross-entropy for classification, the
+    shifted next-token loss for ``language_model``).
 
     It also lets the callback resume a run: ``train``, ``create_optimizer`` and
     ``create_scheduler`` hand it the optimizer and LR scheduler the Trainer creates (overrides of

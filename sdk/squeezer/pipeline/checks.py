@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from squeezer.engine.task import RunTask, TaskMismatch
 from squeezer.errors import ConfigError, SqueezerError, first_line
 from squeezer.pipeline.training import batch_to, forward
 
@@ -25,10 +26,12 @@ def device_usable(name: str, device: torch.device) -> torch.device:
     return device
 
 
-def first_batch(model: nn.Module, loader: Any, device: torch.device, model_name: str, data_name: str) -> None:
+def first_batch(model: nn.Module, loader: Any, device: torch.device, model_name: str, data_name: str,
+                task: RunTask) -> None:
     """Run the model once on the first training batch and check what the loss will need: a batch
-    that splits into inputs and integer class targets, logits for every example, and targets
-    within the logits' classes. The model's state (BatchNorm statistics) is left untouched."""
+    that splits into inputs and targets, and outputs the task can score against them (for
+    classification: logits for every example, integer targets within the logits' classes). The
+    model's state (BatchNorm statistics) is left untouched."""
     data = f"data.factory: {data_name!r}"
     try:
         batch = next(iter(loader), None)
@@ -39,12 +42,12 @@ def first_batch(model: nn.Module, loader: Any, device: torch.device, model_name:
     if batch is None:
         raise ConfigError(f"{data}: the training loader yields no batch")
     try:
-        x, y = batch_to(batch, device)
+        x, y = batch_to(batch, device, task)
+    except SqueezerError:
+        raise
     except (TypeError, IndexError, KeyError, AttributeError, ValueError) as exc:
         raise ConfigError(f"{data}: a batch must be (inputs, targets) or a dict with its targets under "
                           f"'labels'/'target'; got {type(batch).__name__} ({exc})") from None
-    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
-        raise ConfigError(f"{data}: targets must be integer class indices (torch.long), got {y.dtype}")
     was_training = model.training
     model.eval()
     try:
@@ -58,11 +61,10 @@ def first_batch(model: nn.Module, loader: Any, device: torch.device, model_name:
                           f"{type(exc).__name__}: {first}") from exc
     finally:
         model.train(was_training)
-    if y.dim() == 0 or logits.dim() != y.dim() + 1 or logits.shape[0] != y.shape[0]:
-        raise ConfigError(f"model.factory: {model_name!r} returned logits of shape {tuple(logits.shape)} for "
-                          f"targets of shape {tuple(y.shape)} from {data_name!r}; expected (batch, classes) "
-                          "logits for (batch,) class indices")
-    classes = logits.shape[1]
-    if y.numel() and (int(y.min()) < 0 or int(y.max()) >= classes):
-        raise ConfigError(f"{data}: targets must lie in 0..{classes - 1} (the model's {classes} logits), "
-                          f"got {int(y.min())}..{int(y.max())}")
+    try:
+        task.stats(logits, y)
+    except TaskMismatch as exc:
+        why = str(exc).removeprefix(f"task {task.name!r}: ")
+        if why.startswith("targets"):  # the task's convention: the data is at fault
+            raise ConfigError(f"{data}: {why}") from None
+        raise ConfigError(f"model.factory: {model_name!r} on {data_name!r}: {why}") from None

@@ -9,6 +9,7 @@ import attrs
 import torch
 from torch import nn
 
+from squeezer.engine.task import RunTask
 from squeezer.pipeline.distributed import DistInfo
 from squeezer.pipeline.events import Sink
 from squeezer.pipeline.record import RunRecord
@@ -31,6 +32,14 @@ class Context:
     record: RunRecord = attrs.field(factory=RunRecord)
     dist: DistInfo = attrs.field(factory=DistInfo)
     recipe_hash: str = ""
+    _task: RunTask | None = attrs.field(default=None, alias="task")
+
+    @property
+    def task(self) -> RunTask:
+        """The recipe's task (what every stage trains and measures), built on first use."""
+        if self._task is None:
+            self._task = RunTask.create(self.registry, self.recipe.task.name, self.recipe.task.options)
+        return self._task
 
     def optim_for(self, stage_optim: Optim | None) -> Optim:
         return stage_optim or self.recipe.training

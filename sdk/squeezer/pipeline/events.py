@@ -57,6 +57,8 @@ class EpochEnded:
     sparsity: float
     bits: str
     extra: dict[str, float] = attrs.field(factory=dict)
+    #: the task's metric that ``accuracy`` holds (``"perplexity"`` for a language model)
+    metric: str = "accuracy"
 
 
 @attrs.frozen
@@ -64,6 +66,7 @@ class StageEnded:
     index: int
     name: str
     accuracy: float
+    metric: str = "accuracy"
 
 
 @attrs.frozen

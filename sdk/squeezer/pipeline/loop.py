@@ -119,18 +119,18 @@ def run_stage(ctx: Context, index: int, state: State | None, stop: _StopFlag) ->
                 path = save(ctx, runner, optimizer, names, index, epoch, step + 1)
                 raise Interrupted(path)
         skip_steps = 0
-        _, acc = evaluate(ctx.model, ctx.val_loader, ctx.device)
+        _, acc = evaluate(ctx.model, ctx.val_loader, ctx.device, ctx.task)
         metrics = {**{k: v / max(1, counted) for k, v in sums.items()}, **runner.epoch_metrics()}
         ctx.sink(EpochEnded(index, epoch, total / max(1, steps), acc, compress.sparsity(ctx.model),
-                            bits_label(ctx.model), metrics))
+                            bits_label(ctx.model), metrics, ctx.task.metric))
         if epoch + 1 < epochs:
             path = save(ctx, runner, optimizer, names, index, epoch + 1)
             if distributed.any_rank(stop.requested, ctx.dist, ctx.device):
                 raise Interrupted(path)
     runner.finish()
-    accuracy = evaluate(ctx.model, ctx.val_loader, ctx.device)[1]
+    accuracy = evaluate(ctx.model, ctx.val_loader, ctx.device, ctx.task)[1]
     ctx.record.stage_accuracy[str(index)] = accuracy
-    ctx.sink(StageEnded(index, cfg.label, accuracy))
+    ctx.sink(StageEnded(index, cfg.label, accuracy, ctx.task.metric))
     path = save(ctx, None, None, {}, index + 1, 0)
     if distributed.any_rank(stop.requested, ctx.dist, ctx.device) and index + 1 < len(ctx.recipe.stages):
         raise Interrupted(path)

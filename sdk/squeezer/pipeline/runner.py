@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from squeezer import compress
+from squeezer.engine.task import RunTask
 from squeezer.errors import ConfigError
 from squeezer.factories import build_module
 from squeezer.pipeline import checkpoint, checks, distributed
@@ -50,6 +51,8 @@ class RunResult:
     record: RunRecord
     report: Any = None  # squeezer.artifact.ArtifactReport
     model: nn.Module | None = attrs.field(default=None, repr=False, eq=False)  # the trained student
+    #: the task's metric that ``accuracy`` and ``dense_accuracy`` hold (``"perplexity"`` for a language model)
+    metric: str = "accuracy"
 
 
 def run(
@@ -242,14 +245,15 @@ def _context(recipe: Recipe, registry: Registry, device: torch.device, sink: Sin
         model = restore_model(recipe, state[0], state[1], registry, out_dir / CHECKPOINT)
     train_loader, val_loader = build_loaders(recipe)
     model = model.to(device)
+    task = RunTask.create(registry, recipe.task.name, recipe.task.options)
     checks.first_batch(model, train_loader, device, factory_at(recipe, state[1]["stage"] if state else 0)[0].factory,
-                       recipe.data.factory)
-    return Context(recipe, registry, model, train_loader, val_loader, device, sink, out_dir, record)
+                       recipe.data.factory, task)
+    return Context(recipe, registry, model, train_loader, val_loader, device, sink, out_dir, record, task=task)
 
 
 def _finish(ctx: Context, export: bool) -> RunResult:
     model = ctx.model.eval()
-    accuracy = evaluate(model, ctx.val_loader, ctx.device)[1]
+    accuracy = evaluate(model, ctx.val_loader, ctx.device, ctx.task)[1]
     layers = []
     for path, p in compress.compressed_weights(model):
         bits = int(getattr(p.quantizer, "bits", 32)) if p.quantizer is not None else 32
@@ -264,7 +268,7 @@ def _finish(ctx: Context, export: bool) -> RunResult:
         report = export_artifact(model, artifact_path, info=info)
         _verify_export(ctx, model, artifact_path, factory)
     return RunResult(ctx.out_dir, artifact_path, ctx.record.dense_accuracy, accuracy,
-                     compress.sparsity(model), tuple(layers), ctx.record, report, model)
+                     compress.sparsity(model), tuple(layers), ctx.record, report, model, ctx.task.metric)
 
 
 def _verify_export(ctx: Context, model: nn.Module, path: Path, factory: Factory) -> None:
@@ -278,7 +282,7 @@ def _verify_export(ctx: Context, model: nn.Module, path: Path, factory: Factory)
     batch = next(iter(ctx.val_loader), None)
     if batch is None:
         return
-    x, _ = batch_to(batch, ctx.device)
+    x, _ = batch_to(batch, ctx.device, ctx.task)
     with torch.no_grad():
         expected, got = forward(model.eval(), x), forward(fresh.eval(), x)
     if not torch.allclose(expected, got, rtol=1e-5, atol=1e-5):

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from squeezer.engine.task import RunTask, TaskMismatch, add_stats, split_batch
 from squeezer.errors import SqueezerError, TrainingError, first_line
 from squeezer.recipe.configs import Optim
 
@@ -32,31 +33,12 @@ def set_lr(optimizer: torch.optim.Optimizer, optim: Optim, progress: float) -> f
     return lr
 
 
-#: keys of a dict batch, in order of preference
-TARGET_KEYS = ("target", "y", "labels", "label")
-INPUT_KEYS = ("input", "x")
-
-
-def batch_to(batch: Any, device: torch.device) -> tuple[Any, torch.Tensor]:
-    """Split a loader batch into (inputs, targets) on ``device``.
-
-    A tuple or list is ``(inputs, targets, ...)``. A dict holds its targets under ``target``,
-    ``y``, ``labels`` or ``label`` and its inputs under ``input`` or ``x``, or else as all its
-    other entries, passed to the model as keyword arguments (``input_ids``, ``attention_mask``).
-    """
-    if isinstance(batch, Mapping):
-        target = next((k for k in TARGET_KEYS if k in batch), None)
-        if target is None:
-            raise TypeError(f"a dict batch needs its targets under one of {', '.join(TARGET_KEYS)}; "
-                            f"it has {', '.join(map(str, batch))}")
-        key = next((k for k in INPUT_KEYS if k in batch), None)
-        x = batch[key] if key is not None else {k: v for k, v in batch.items() if k != target}
-        if isinstance(x, Mapping) and not x:
-            raise TypeError("a dict batch needs inputs besides its targets")
-        y = batch[target]
-    else:
-        x, y = batch[0], batch[1]
-    return _to(x, device), y.to(device, non_blocking=True)
+def batch_to(batch: Any, device: torch.device, task: RunTask | None = None) -> tuple[Any, torch.Tensor]:
+    """Split a loader batch into (inputs, targets) on ``device``: the task's split, or else
+    :func:`squeezer.engine.task.split_batch` (a tuple ``(inputs, targets, ...)``, or a dict with
+    its targets under ``target``/``y``/``labels``/``label``)."""
+    x, y = task.split(batch) if task is not None else split_batch(batch)
+    return _to(x, device), _to(y, device)
 
 
 def _to(x: Any, device: torch.device) -> Any:
@@ -88,32 +70,41 @@ def logits_of(output: Any) -> torch.Tensor:
     return found
 
 
+def default_task() -> RunTask:
+    """Classification from the installed plugins: the task of a run whose recipe names none."""
+    from squeezer.plugin_manager import load_registry
+
+    return RunTask.create(load_registry(), "classification")
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: Iterable[Any], device: torch.device) -> tuple[float, float]:
-    """Mean cross-entropy and top-1 accuracy of ``model`` on ``loader`` (eval mode, restored after)."""
+def evaluate(model: nn.Module, loader: Iterable[Any], device: torch.device,
+             task: RunTask | None = None) -> tuple[float, float]:
+    """Mean loss and the task's metric (default classification: top-1 accuracy) of ``model`` on
+    ``loader`` (eval mode, restored after)."""
+    task = task or default_task()
     was_training = model.training
     model.eval()
-    total = correct = 0
-    loss_sum = 0.0
+    total: dict[str, float] = {}
     try:
         for index, batch in enumerate(loader):
             try:
-                x, y = batch_to(batch, device)
-                logits = forward(model, x)
-                loss_sum += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+                x, y = batch_to(batch, device, task)
+                add_stats(total, task.stats(forward(model, x), y))
+            except TaskMismatch as exc:
+                raise TrainingError(f"evaluation batch {index + 1}: {exc} (check the validation loader of "
+                                    "data.factory)") from exc
             except SqueezerError:
                 raise
             except Exception as exc:  # the user's data or model: name where, keep the cause for --debug
                 first = first_line(exc)
                 raise TrainingError(f"evaluation batch {index + 1}: {type(exc).__name__}: {first} "
                                     "(check the validation loader of data.factory and the model's logits)") from exc
-            correct += int((logits.argmax(dim=-1) == y).sum())
-            total += int(y.numel())
     finally:
         model.train(was_training)
-    if total == 0:
+    if not total.get("count"):
         return float("nan"), float("nan")
-    return loss_sum / total, correct / total
+    return total["loss_sum"] / total["count"], task.score(total)
 
 
 def check_loss(loss: torch.Tensor, where: str) -> float:

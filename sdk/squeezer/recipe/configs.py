@@ -276,6 +276,9 @@ class Recipe:
         "under torchrun, convert BatchNorm layers to SyncBatchNorm (CUDA only; no effect in one process)",
         default=False)
     disable_plugins: tuple[str, ...] = _help("plugins not to load for this recipe", default=(), converter=tuple)
+    task: Strategy = _plugin("task", "what the run trains and measures: the loss, the metric, where the targets are "
+                             "(classification, token_classification, language_model, regression, or a plugin's)",
+                             factory=lambda: Strategy(name="classification"))
     source: str = attrs.field(default="<recipe>", eq=False, metadata={"help": "file the recipe came from"})
 
     def __attrs_post_init__(self) -> None:

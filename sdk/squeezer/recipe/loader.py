@@ -289,6 +289,8 @@ def check_strategies(recipe: Recipe, registry: Registry) -> None:
     and that no stage would be silently ignored (:func:`check_stage_order`)."""
     check_stage_order(recipe)
     src = recipe.source
+    for field, extension, choice in plugin_fields(recipe):
+        check_strategy(registry, extension, choice, f"{src}: {field}")
     for i, stage in enumerate(recipe.stages):
         for field, extension, choice in plugin_fields(stage):
             check_strategy(registry, extension, choice, f"{src}: stages[{i}].{field}")

@@ -3,8 +3,8 @@
 Importing this package does not import torch or hypothesis; the helpers load on first use.
 
 - Conformance kit (:mod:`squeezer.testing.conformance`): ``check_importance``, ``check_scheduler``,
-  ``check_quantizer``, ``check_distillation_loss``, ``check_strategy``, ``check_registry``, and the
-  hypothesis strategies ``weight_tensors`` and ``logit_pairs``.
+  ``check_quantizer``, ``check_distillation_loss``, ``check_task``, ``check_strategy``, ``check_registry``, and
+  the hypothesis strategies ``weight_tensors``, ``logit_pairs`` and ``task_batches``.
 - Toy models (:mod:`squeezer.testing.models`): ``make(name) -> (model, input)``, ``MODEL_NAMES``,
   ``example_input`` and one factory per model.
 - pytest fixtures (auto-loaded through the ``pytest11`` entry point): ``squeezer_registry``,
@@ -23,6 +23,8 @@ _LAZY = {
     "check_distillation_loss": "squeezer.testing.conformance",
     "check_strategy": "squeezer.testing.conformance",
     "check_registry": "squeezer.testing.conformance",
+    "check_task": "squeezer.testing.conformance",
+    "task_batches": "squeezer.testing.conformance",
     "weight_tensors": "squeezer.testing.conformance",
     "logit_pairs": "squeezer.testing.conformance",
     "make_model": "squeezer.testing.models",
@@ -38,7 +40,9 @@ if TYPE_CHECKING:
         check_registry,
         check_scheduler,
         check_strategy,
+        check_task,
         logit_pairs,
+        task_batches,
         weight_tensors,
     )
     from squeezer.testing.models import MODEL_NAMES, example_input
@@ -61,8 +65,10 @@ __all__ = [
     "check_registry",
     "check_scheduler",
     "check_strategy",
+    "check_task",
     "example_input",
     "logit_pairs",
     "make_model",
+    "task_batches",
     "weight_tensors",
 ]

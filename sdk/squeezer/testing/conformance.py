@@ -19,13 +19,15 @@ a class), and ``check_registry(registry)`` checks every strategy a registry hold
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import attrs
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from hypothesis.errors import Unsatisfiable
 from torch import nn
 
 from squeezer import contracts
@@ -39,7 +41,9 @@ __all__ = [
     "check_registry",
     "check_scheduler",
     "check_strategy",
+    "check_task",
     "logit_pairs",
+    "task_batches",
     "weight_tensors",
 ]
 
@@ -442,6 +446,103 @@ def check_distillation_loss(
 
 
 # --------------------------------------------------------------------------------------------------
+# task
+
+
+@st.composite
+def task_batches(draw: st.DrawFn, max_batch: int = 8, max_classes: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(outputs, targets)`` of the three shapes the built-in tasks take, at various scales:
+    class logits ``(N, C)`` with labels ``(N,)``, token logits ``(N, T, V)`` with tokens
+    ``(N, T)``, or real outputs ``(N, D)`` with targets of the same shape."""
+    n = draw(st.integers(1, max_batch))
+    c = draw(st.integers(2, max_classes))
+    scale = draw(st.sampled_from([0.01, 1.0, 5.0]))
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2**31 - 1)))
+    kind = draw(st.sampled_from(["classes", "tokens", "values"]))
+    if kind == "classes":
+        return torch.randn(n, c, generator=g) * scale, torch.randint(0, c, (n,), generator=g)
+    if kind == "tokens":
+        t = draw(st.integers(2, 6))
+        return torch.randn(n, t, c, generator=g) * scale, torch.randint(0, c, (n, t), generator=g)
+    d = draw(st.integers(1, 3))
+    return torch.randn(n, d, generator=g) * scale, torch.randn(n, d, generator=g)
+
+
+def _close(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or abs(a - b) <= 1e-4 * max(1.0, abs(a), abs(b))
+
+
+def check_task(
+    strategy: Any,
+    *,
+    options: Mapping[str, Any] | None = None,
+    examples: st.SearchStrategy[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    max_examples: int | None = None,
+    hypothesis_settings: settings | None = None,
+) -> None:
+    """Check a task (see :class:`squeezer.strategies.Task`) on ``examples`` of ``(outputs,
+    targets)`` (default :func:`task_batches`; a ``ValueError`` marks an example the task does not
+    take, and at least some must fit).
+
+    The core's contracts (:func:`squeezer.contracts.task_loss` and the others) on every result; a
+    finite gradient from the loss and from the positions to the outputs; deterministic, inputs
+    untouched; and the statistics add up: those of a batch's two halves sum to the whole's, with
+    the same score (what lets the core evaluate a loader batch by batch).
+    """
+    label = _label("task", strategy)
+    _require_attrs(strategy, label)
+    task = _instance(strategy, options, label)
+    for name in ("loss", "positions", "stats", "score"):
+        _require(callable(getattr(task, name, None)), label, f"must define {name}()")
+    _require(isinstance(getattr(task, "metric", None), str), label, "must name its metric (a str 'metric')")
+    _require(isinstance(getattr(task, "higher_is_better", None), bool), label, "must say higher_is_better (a bool)")
+
+    @_settings(max_examples, hypothesis_settings)
+    @given(pair=examples if examples is not None else task_batches())
+    def run(pair: tuple[torch.Tensor, torch.Tensor]) -> None:
+        outputs, targets = pair
+        where = f"outputs {tuple(outputs.shape)}, targets {tuple(targets.shape)} ({targets.dtype})"
+        before = (outputs.clone(), targets.clone())
+        out = outputs.clone().requires_grad_(True)
+        try:
+            loss = task.loss(out, targets)
+        except ValueError:
+            assume(False)  # an example of a shape this task does not take
+        _contract(label, f"{where}: loss()", lambda: contracts.task_loss(loss))
+        _require(bool(torch.isfinite(loss)), label, f"{where}: loss {float(loss.detach())} is not finite")
+        (grad,) = torch.autograd.grad(loss, out)
+        _require(bool(torch.isfinite(grad).all()), label, f"{where}: the loss's gradient is not finite")
+        rows = _contract(label, f"{where}: positions()", lambda: contracts.task_positions(task.positions(out, targets)))
+        _require(rows.requires_grad, label, f"{where}: positions() must keep the outputs' gradient (KD trains on it)")
+        with torch.no_grad():
+            whole = _contract(label, f"{where}: stats()", lambda: contracts.task_stats(task.stats(outputs, targets)))
+            _require(contracts.task_stats(task.stats(outputs, targets)) == whole, label,
+                     f"{where}: two stats() calls on the same batch differ")
+            _require(all(math.isfinite(v) for v in whole.values()), label,
+                     f"{where}: stats() of finite outputs are not all finite ({whole})")
+            score = _contract(label, f"{where}: score()", lambda: contracts.task_score(task.score(whole)))
+            if outputs.shape[0] >= 2:
+                k = outputs.shape[0] // 2
+                total: dict[str, float] = {}
+                for part in (slice(0, k), slice(k, None)):
+                    for key, v in contracts.task_stats(task.stats(outputs[part], targets[part])).items():
+                        total[key] = total.get(key, 0.0) + v
+                _require(set(total) == set(whole) and all(_close(total[key], whole[key]) for key in whole), label,
+                         f"{where}: the stats of the batch's two halves do not sum to the whole's "
+                         f"({total} vs {whole})")
+                _require(_close(contracts.task_score(task.score(total)), score), label,
+                         f"{where}: the score of the summed halves differs from the whole's")
+        _require(torch.equal(outputs, before[0]) and torch.equal(targets, before[1]), label,
+                 f"{where}: modified its inputs")
+
+    try:
+        run()
+    except Unsatisfiable:
+        raise AssertionError(f"{label}: takes none of the example batches; pass examples= with outputs and "
+                             "targets of the shapes it expects") from None
+
+
+# --------------------------------------------------------------------------------------------------
 # dispatch
 
 _CHECKS: dict[str, Callable[..., None]] = {
@@ -449,6 +550,7 @@ _CHECKS: dict[str, Callable[..., None]] = {
     "scheduler": check_scheduler,
     "quantizer": check_quantizer,
     "distillation_loss": check_distillation_loss,
+    "task": check_task,
 }
 
 

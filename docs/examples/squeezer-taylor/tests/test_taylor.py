@@ -4,8 +4,9 @@ import pytest
 import torch
 from squeezer_taylor.importance import TaylorImportance
 from squeezer_taylor.losses import CosineKD
+from squeezer_taylor.tasks import MultiLabel
 
-from squeezer.testing import check_distillation_loss, check_importance
+from squeezer.testing import check_distillation_loss, check_importance, check_task
 
 
 def test_taylor_conforms() -> None:
@@ -15,6 +16,17 @@ def test_taylor_conforms() -> None:
 def test_cosine_conforms() -> None:
     check_distillation_loss(CosineKD)
     check_distillation_loss(CosineKD, options={"temperature": 4.0})
+
+
+def test_multilabel_conforms() -> None:
+    check_task(MultiLabel)  # on the kit's (batch, values) examples; the others do not fit
+
+
+def test_multilabel_values() -> None:
+    task = MultiLabel()
+    logits = torch.tensor([[2.0, -1.0], [-3.0, 0.5]])
+    targets = torch.tensor([[1.0, 1.0], [0.0, 1.0]])
+    assert task.score(task.stats(logits, targets)) == 0.75  # one of four labels wrong
 
 
 def test_taylor_is_weight_times_gradient() -> None:
@@ -41,3 +53,4 @@ def test_registered_through_the_hooks() -> None:
     registry = squeezer.load_registry(autoload=False, plugins=[squeezer_taylor])
     assert registry.get("importance", "taylor").cls is TaylorImportance
     assert registry.get("distillation_loss", "cosine").cls is CosineKD
+    assert registry.get("task", "multilabel").cls is MultiLabel

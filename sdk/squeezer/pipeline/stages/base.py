@@ -56,9 +56,8 @@ class StageRunner:
 
     def step(self, net: nn.Module, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
         """One training step's loss; ``net`` is :meth:`network`, possibly DDP-wrapped."""
-        x, y = batch_to(batch, self.ctx.device)
-        loss = nn.functional.cross_entropy(forward(net, x), y)
-        return loss, {}
+        x, y = batch_to(batch, self.ctx.device, self.ctx.task)
+        return self.ctx.task.loss(forward(net, x), y), {}
 
     def epoch_metrics(self) -> dict[str, float]:
         """Extra validation metrics reported at the end of each epoch."""
@@ -68,7 +67,7 @@ class StageRunner:
         """Called once after the last epoch."""
 
     def accuracy(self) -> float:
-        return evaluate(self.ctx.model, self.ctx.val_loader, self.ctx.device)[1]
+        return evaluate(self.ctx.model, self.ctx.val_loader, self.ctx.device, self.ctx.task)[1]
 
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -56,9 +56,11 @@ class DistillRunner(StageRunner):
 
     def step(self, net: nn.Module, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
         assert self.teacher is not None
-        x, y = batch_to(batch, self.ctx.device)
+        task = self.ctx.task
+        x, y = batch_to(batch, self.ctx.device, task)
         with torch.no_grad():
             t_logits = forward(self.teacher, x)
         s_logits = forward(net, x)
-        loss = nn.functional.cross_entropy(s_logits, y) + self.cfg.kd_weight * self.loss(s_logits, t_logits)
+        kd = self.loss(task.positions(s_logits, y), task.positions(t_logits, y))
+        loss = task.loss(s_logits, y) + self.cfg.kd_weight * kd
         return loss, {}

@@ -65,13 +65,13 @@ class MutualRunner(StageRunner):
         return StudentAndTeacher(self.ctx.model, self.teacher)
 
     def step(self, net: nn.Module, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
-        x, y = batch_to(batch, self.ctx.device)
+        x, y = batch_to(batch, self.ctx.device, self.ctx.task)
         s_logits, t_logits = net(x)
-        loss, parts = mutual_loss(s_logits, t_logits, y, self.loss, kd_weight(self.cfg, epoch))
+        loss, parts = mutual_loss(s_logits, t_logits, y, self.loss, kd_weight(self.cfg, epoch), task=self.ctx.task)
         # the student's CE and KD apart: their sum jumps when KD starts, which is no divergence
         shown = ("student_ce", "student_kd", "teacher_loss")
         return loss, {k: parts[k] for k in shown if k in parts}
 
     def epoch_metrics(self) -> dict[str, float]:
         assert self.teacher is not None
-        return {"teacher_accuracy": evaluate(self.teacher, self.ctx.val_loader, self.ctx.device)[1]}
+        return {"teacher_accuracy": evaluate(self.teacher, self.ctx.val_loader, self.ctx.device, self.ctx.task)[1]}

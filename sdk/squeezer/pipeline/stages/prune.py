@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
 
 from squeezer import compress
 from squeezer.compress.weight import compressed_weights
@@ -82,8 +81,8 @@ class PruneRunner(StageRunner):
         for i, batch in enumerate(self.ctx.train_loader):
             if i >= self.cfg.calibration_batches:
                 break
-            x, y = batch_to(batch, self.ctx.device)
-            nn.functional.cross_entropy(forward(model, x), y).backward()
+            x, y = batch_to(batch, self.ctx.device, self.ctx.task)
+            self.ctx.task.loss(forward(model, x), y).backward()
         grads = {path: (p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p))
                  for path, p in params.items()}
         model.zero_grad(set_to_none=True)

@@ -1,0 +1,84 @@
+"""Tasks end to end: the whole PQK recipe (dense, pruning rounds with LSQ, Phase 2) on a language
+model and on a regression model, each chosen by the recipe's ``task``."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import squeezer
+from squeezer.errors import ConfigError
+from squeezer.pipeline.runner import run
+from squeezer.pipeline.training import evaluate
+from squeezer.recipe.loader import parse_recipe
+
+HERE = Path(__file__).resolve().parent
+
+RECIPE = """
+seed = 0
+task = {task}
+[model]
+factory = "task_models:{model}"
+[data]
+factory = "task_models:{data}"
+[training]
+lr = 0.01
+[targets]
+types = ["Linear", "Embedding", "GRU"]
+[[stages]]
+type = "train"
+epochs = 3
+[[stages]]
+type = "prune"
+scheduler = {{ name = "geometric", target = 0.5, rounds = 2 }}
+quantizer = {{ name = "lsq", bits = 8 }}
+epochs_per_round = 1
+[[stages]]
+type = "mutual"
+distillation = "{kd}"
+warmup_epochs = 1
+epochs = 1
+"""
+
+
+@pytest.fixture(autouse=True)
+def _factories(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(HERE))
+
+
+def _run(tmp_path: Path, **fields: str) -> squeezer.RunResult:
+    registry = squeezer.load_registry()
+    recipe = parse_recipe(RECIPE.format(**fields), registry=registry)
+    return run(recipe, out=tmp_path / "out", registry=registry)
+
+
+def test_language_model_trains_on_shifted_tokens_and_reports_perplexity(tmp_path: Path) -> None:
+    import task_models
+
+    result = _run(tmp_path, task='"language_model"', model="make_lm", data="make_lm_loaders", kd="hinton")
+    assert result.metric == "perplexity"
+    assert result.dense_accuracy is not None and result.dense_accuracy < 3.0  # chance: 12 (the vocabulary)
+    assert 1.0 <= result.accuracy < 4.0
+    assert result.sparsity == pytest.approx(0.5, abs=0.01)
+    # the artifact reloads into a fresh model with the student's perplexity
+    assert result.artifact is not None
+    loaded = squeezer.load(result.artifact, task_models.make_lm())
+    task = squeezer.engine.task.RunTask.create(squeezer.load_registry(), "language_model")
+    _, ppl = evaluate(loaded, task_models.make_lm_loaders()[1], torch.device("cpu"), task)
+    assert ppl == pytest.approx(result.accuracy, rel=1e-6)
+
+
+def test_regression_reports_r2(tmp_path: Path) -> None:
+    result = _run(tmp_path, task='{ name = "regression", metric = "r2" }', model="make_regressor",
+                  data="make_regression_loaders", kd="mse")
+    assert result.metric == "r2"
+    assert result.dense_accuracy is not None and result.dense_accuracy > 0.8
+    assert math.isfinite(result.accuracy) and result.accuracy > 0.7
+
+
+def test_a_language_model_run_as_classification_names_the_task_to_use(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"model.factory: 'task_models:make_lm' .*language_model"):
+        _run(tmp_path, task='"classification"', model="make_lm", data="make_lm_loaders", kd="hinton")
