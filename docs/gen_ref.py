@@ -161,8 +161,9 @@ def budget_section() -> str:
         "With 782 steps per epoch, 6000 steps are 7.7 epochs, less than one epoch per pruning round: the "
         "rounds run a whole epoch each, and the run takes more steps than its budget. Squeezer does not "
         "split an epoch yet; give such data a budget of at least a few epochs per round.\n\n",
-        "Trainer callbacks (Lightning, Hugging Face) lay a recipe on the trainer's epochs; resolve a recipe "
-        "in steps or shares first: `resolve_budget(recipe, len(train_loader), registry=registry).recipe`.\n\n",
+        "Trainer callbacks (Lightning, Hugging Face) resolve a recipe in steps or shares the same way once "
+        "the trainer knows its epoch length (optimizer steps per epoch), and lay it on the trainer's "
+        "epochs.\n\n",
     ])
 
 

@@ -267,3 +267,35 @@ def test_docs_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     text = (Path(__file__).resolve().parents[2] / "docs" / "integrations.md").read_text(encoding="utf-8")
     code = next(b.split("```", 1)[0] for b in text.split("```python\n")[1:] if "lightning" in b.split("```", 1)[0])
     exec(compile(code, "integrations.md (lightning)", "exec"), {"__name__": "__docs__"})
+
+
+BUDGET_RECIPE = RECIPE.replace("epochs_per_round = 1", "share = 0.5").replace(
+    "warmup_epochs = 1", "share = 0.25\nwarmup_share = 0.25").replace("[targets]", "[budget]\nepochs = 4\n[targets]")
+
+
+def test_a_recipe_with_a_budget_runs_as_its_resolved_epochs(registry: Registry) -> None:
+    """Shares of a 4-epoch budget resolve to RECIPE's epochs (2 rounds x 1, then 1 + 1 of Phase 2)
+    once the trainer's epoch length is known: the rounds, Phase 2's start and its KD weight fall
+    where they fall for RECIPE, and the callback state saves and checks."""
+    runs = {}
+    for name, text in (("epochs", RECIPE), ("budget", BUDGET_RECIPE)):
+        callback = SqueezerCallback(parse_recipe(text, registry=registry), module="net", registry=registry)
+        kd: list[float] = []
+
+        class Probe(pl.Callback):
+            def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+                kd.append(callback.kd_weight)  # noqa: B023 (read in this iteration's fit)
+
+        pl.seed_everything(0, verbose=False)
+        module = Classifier()
+        trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=4, callbacks=[callback, Probe()], logger=False,
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+        trainer.fit(module, _loader())
+        comp = callback.compression
+        state = callback.state_dict()
+        callback._core.check_saved(state)
+        runs[name] = (comp.prune_start, comp.prune_every, comp.rounds_done, kd, callback.teacher is not None,
+                      compress.masks(module.net))
+    epochs, budget = runs["epochs"], runs["budget"]
+    assert budget[:5] == epochs[:5] == (0, 4, 2, [0.0, 0.0, 0.0, 0.5], True)
+    assert all(torch.equal(budget[5][k], epochs[5][k]) for k in epochs[5])

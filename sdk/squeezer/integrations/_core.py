@@ -41,7 +41,9 @@ from squeezer.compress.teacher import SelfTeacher
 from squeezer.compress.weight import CompressedWeight, compressed_weights
 from squeezer.engine.schedule import Schedule, kd_weight
 from squeezer.errors import ConfigError
+from squeezer.recipe.budget import needs_resolution, resolve_budget
 from squeezer.recipe.configs import MutualStage, PruneStage, Recipe, TrainStage
+from squeezer.recipe.loader import recipe_to_dict
 from squeezer.registry import Registry
 from squeezer.session import Compression
 
@@ -225,10 +227,13 @@ class Core:
             self.recipe, self.registry = _load_recipe(source, registry)
             self.prune_stage = _prune_stage(self.recipe)
             recipe_mutual = next((s for s in self.recipe.stages if isinstance(s, MutualStage)), None)
+        self._mutual_of_recipe = mutual in (None, True) and recipe_mutual is not None
         if mutual is None or mutual is True:
             mutual = recipe_mutual or (MutualStage() if mutual else None)
-        #: Phase 2's stage (its warm-up, KD weight and teacher settings), or None without Phase 2
+        #: Phase 2's stage (its warm-up, KD weight and teacher settings), or None without Phase 2;
+        #: the recipe's lengths in steps or shares are resolved once the epoch length is known
         self.mutual: MutualStage | None = mutual if isinstance(mutual, MutualStage) else None
+        self._mutual_given = self.mutual
         self.compression: Compression | None = None  # set by attach
         self.schedule: Schedule | None = None  # the recipe's stages on the trainer's epochs
         self.teacher: SelfTeacher | None = None
@@ -275,7 +280,13 @@ class Core:
         if steps is None or not 1 <= steps < float("inf"):
             raise ConfigError("prune_every: the number of steps per epoch is unknown (a data loader without "
                               "len()); pass prune_every= to the callback")
-        self.schedule = Schedule.of(self.recipe, len(comp.schedule))
+        recipe, rounds = self.recipe, len(comp.schedule)
+        if needs_resolution(recipe):  # lengths in steps or shares of a budget: whole epochs, as squeezer run
+            prune = {i: rounds for i, s in enumerate(recipe.stages) if isinstance(s, PruneStage)}
+            recipe = resolve_budget(recipe, int(steps), prune).recipe
+            if self._mutual_of_recipe:
+                self.mutual = next(s for s in recipe.stages if isinstance(s, MutualStage))
+        self.schedule = Schedule.of(recipe, rounds)
         comp.prune_start, comp.prune_every = self.schedule.prune_steps(int(steps))
         self.schedule.check_fits(trainer_epochs, self.owner)
 
@@ -396,9 +407,13 @@ class Core:
             "task": {"name": comp.task.name, "options": _options(comp.task.task)},
             "scope": comp.scope,
             "min_density": comp.min_density,
-            "mutual": attrs.asdict(self.mutual) if self.mutual is not None else None,
+            "mutual": attrs.asdict(self._mutual_given) if self._mutual_given is not None else None,
         }
-        if self.recipe is not None and self.prune_every is None:
+        if self.recipe is not None and self.prune_every is None and needs_resolution(self.recipe):
+            # the lengths as written; where they fall in steps is compared once known (check_timing)
+            settings["stages"] = {"lengths": recipe_to_dict(self.recipe)["stages"],
+                                  "budget": attrs.asdict(self.recipe.budget) if self.recipe.budget else None}
+        elif self.recipe is not None and self.prune_every is None:
             s = Schedule.of(self.recipe, len(comp.schedule))
             settings["stages"] = {"prune_epoch": s.prune_epoch, "epochs_per_round": s.epochs_per_round,
                                   "mutual_epoch": s.mutual_epoch}
