@@ -162,25 +162,70 @@ def test_target_list_matching_nothing_raises(targets: Targets) -> None:
         compress.attach(named_net(), targets)
 
 
-def test_tied_weights_rejected() -> None:
+def test_tied_weights_are_left_uncompressed_with_a_note() -> None:
     class Tied(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.embed = nn.Embedding(10, 4)
+            self.mid = nn.Linear(4, 4)
             self.head = nn.Linear(4, 10, bias=False)
-            self.head.weight = self.embed.weight
+            self.head.weight = self.embed.weight  # as GPT-2's lm_head and token embedding
 
-    with pytest.raises(TargetError, match=r"head\.weight.*tied"):
-        compress.attach(Tied())
-    with pytest.raises(TargetError, match="tied"):
-        compress.attach(Tied(), Targets(types=("Linear", "Embedding")))
+    model = Tied()
+    resolution = compress.attach(model, Targets(types=("Linear", "Embedding")))
+    assert resolution.targets == ("mid.weight",)
+    reasons = {s.name: s.reason for s in resolution.skipped}
+    assert "shared with head.weight" in reasons["embed"] and "shared with embed.weight" in reasons["head"]
+    assert model.head.weight is model.embed.weight  # the tie is untouched
+    with pytest.raises(TargetError, match=r"matched no parameter.*skipped head: weight is shared with embed\.weight"):
+        compress.attach(Tied(), Targets(include=("head",)))
 
 
-def test_shared_module_rejected_as_tied() -> None:
+def test_a_module_used_twice_is_left_uncompressed() -> None:
     shared = nn.Linear(3, 3)
-    model = nn.Sequential(shared, nn.ReLU(), shared)
-    with pytest.raises(TargetError, match="tied"):
-        compress.attach(model)
+    model = nn.Sequential(shared, nn.ReLU(), shared, nn.Linear(3, 2))
+    resolution = compress.attach(model)
+    assert resolution.targets == ("3.weight",)
+    assert any("shared with 2.weight" in s.reason for s in resolution.skipped)
+
+
+@pytest.mark.parametrize("wrap", ["weight_norm", "spectral_norm", "orthogonal", "legacy_weight_norm"])
+def test_weights_under_another_parametrization_are_left_uncompressed(wrap: str) -> None:
+    """wav2vec2's positional convolution carries torch's weight_norm; composing with another
+    parametrization would need squeezer to own its originals, so such weights are skipped, named."""
+    import warnings
+
+    from torch.nn.utils import parametrizations
+
+    layer = nn.Linear(4, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # the legacy hook is deprecated, and still used
+        wrapped = (nn.utils.weight_norm(layer) if wrap == "legacy_weight_norm"
+                   else getattr(parametrizations, wrap)(layer))
+    model = nn.Sequential(wrapped, nn.ReLU(), nn.Linear(4, 2))
+    x = torch.randn(3, 4)
+    before = wrapped(x).detach()
+    resolution = compress.attach(model)
+    assert resolution.targets == ("2.weight",)
+    assert any(s.name == "0" and "left uncompressed" in s.reason for s in resolution.skipped)
+    compress.prune(model, lambda path, w: w.abs(), 0.5)
+    torch.testing.assert_close(model[0](x), before)  # the weight-normed layer is as it was
+    assert bool(torch.isfinite(model(x)).all())
+
+
+def test_a_tiny_wav2vec2_compresses_around_its_weight_normed_convolution() -> None:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.Wav2Vec2Config(
+        vocab_size=16, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+        conv_dim=(8, 8), conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=4,
+        num_conv_pos_embedding_groups=2)
+    model = transformers.Wav2Vec2ForCTC(config).eval()
+    resolution = compress.attach(model)
+    assert any("pos_conv_embed" in s.name and "parametrization" in s.reason for s in resolution.skipped)
+    assert len(resolution.targets) > 5
+    compress.prune(model, lambda path, w: w.abs(), 0.5)
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.randn(1, 1600)).logits).all()
 
 
 def test_custom_subclass_matched_by_base_type_name() -> None:

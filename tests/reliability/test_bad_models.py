@@ -36,8 +36,11 @@ CASES: dict[str, tuple[dict[str, str], type[SqueezerError], tuple[str, ...]]] = 
                             ("matched no parameter", "exclude=['*']")),
     "unknown module type": (dict(model="tiny", targets='[targets]\ntypes = ["Lineer"]'), TargetError,
                             ("types=['Lineer']",)),
-    "tied weights": (dict(model="tied"), TargetError, ("1.weight", "shared")),
-    "tied weights, quantize only": (dict(model="tied", stage=QUANTIZE), TargetError, ("1.weight", "shared")),
+    # tied weights are left uncompressed (a note names them); targets that match only them match nothing
+    "tied weights": (dict(model="tied", targets='[targets]\ninclude = ["1", "3"]'), TargetError,
+                     ("matched no parameter", "1: weight is shared with 3.weight", "tied")),
+    "tied weights, quantize only": (dict(model="tied", stage=QUANTIZE, targets='[targets]\ninclude = ["1", "3"]'),
+                                    TargetError, ("matched no parameter", "shared with 3.weight")),
     "integer parameter by glob": (dict(model="int_param", targets='[targets]\nparameters = ["*.codes"]'),
                                   TargetError, ("fc.codes", "floating-point", "int64")),
     "NaN weight": (dict(model="bad_weight", options='value = "nan"'), TargetError, ("3.weight", "NaN or Inf")),
@@ -81,6 +84,14 @@ def test_bad_model_through_the_cli(tmp_path: Path, case: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     assert all(n in lines[0] for n in needles), lines[0]
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))
+
+
+def test_tied_weights_are_left_uncompressed_and_named(tmp_path: Path) -> None:
+    notes: list[str] = []
+    result = squeezer.run(parse_recipe(recipe_text(model="tied")), out=tmp_path / "out",
+                          sink=lambda e: notes.append(getattr(e, "text", "")))
+    assert [path for path, *_ in result.layers] == ["5.weight"]
+    assert any("skipped 1: weight is shared with 3.weight" in n for n in notes), notes
 
 
 def test_a_factory_that_raises_is_a_config_error(tmp_path: Path) -> None:

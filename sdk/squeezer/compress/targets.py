@@ -102,12 +102,16 @@ def _owner_and_attr(path: str) -> tuple[str, str]:
 def resolve(model: nn.Module, targets: Targets) -> Resolution:
     """Resolve ``targets`` on ``model``; raises :class:`TargetError` if nothing matches."""
     from torch import nn
+    from torch.nn.utils.parametrize import ParametrizationList
 
     rnns = (nn.RNNBase, nn.RNNCellBase)
     mha = nn.MultiheadAttention
     chosen: list[str] = []
     skipped: list[Skipped] = []
+    tied = _tied_names(model)
     for raw_name, module in model.named_modules():
+        if isinstance(module, ParametrizationList):  # holds a parametrized weight's originals: seen at its owner
+            continue
         name = strip_wrappers(raw_name)
         own = {n for n, _ in module.named_parameters(recurse=False)}
         plist = getattr(module, "parametrizations", None)
@@ -127,20 +131,52 @@ def resolve(model: nn.Module, targets: Targets) -> Resolution:
             if not (by_type and attr in weights) and not by_param:
                 continue
             excluded = _matches(name, targets.exclude) or _matches(path, targets.exclude)
+            foreign = _foreign_parametrization(plist, attr)
             if excluded:
                 skipped.append(Skipped(label, f"excluded by pattern {excluded!r}"))
+            elif raw_path in tied:
+                others = ", ".join(n for n in tied[raw_path] if n != raw_path)
+                skipped.append(Skipped(label, f"{attr} is shared with {others}: tied weights are left uncompressed"))
+            elif foreign:
+                skipped.append(Skipped(label, f"{attr} already has a parametrization ({foreign}, e.g. weight_norm); "
+                                              "it is left uncompressed"))
             elif not by_param and not _matches(name, targets.include):
                 skipped.append(Skipped(label, f"not matched by include {list(targets.include)}"))
             else:
                 chosen.append(raw_path)
-        if not by_type and not any(_matches(f"{name}.{a}", targets.parameters) for a in own):
+        legacy_norm = hasattr(module, "weight_g") and hasattr(module, "weight_v")
+        if legacy_norm and bool(_type_names(module) & set(targets.types)):
+            skipped.append(Skipped(label, "weight is computed by the legacy weight_norm hook (weight_g, weight_v); "
+                                          "it is left uncompressed"))
+        elif not by_type and not any(_matches(f"{name}.{a}", targets.parameters) for a in own):
             skipped.append(Skipped(label, f"type {type(module).__name__} not targeted"))
     if not chosen:
+        why = [f"{s.name}: {s.reason}" for s in skipped if s.reason.endswith("left uncompressed")][:3]
         raise TargetError(
             f"targets matched no parameter (types={list(targets.types)}, include={list(targets.include)}, "
             f"exclude={list(targets.exclude)}, parameters={list(targets.parameters)})"
+            + (f"; skipped {'; '.join(why)}" if why else "")
         )
     return Resolution(tuple(dict.fromkeys(chosen)), tuple(skipped))
+
+
+def _tied_names(model: nn.Module) -> dict[str, list[str]]:
+    """Every name of each parameter that has several (tied weights, a module used twice)."""
+    names: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), []).append(name.replace(".parametrizations.", ".").removesuffix(".original")
+                                           if name.endswith(".original") else name)
+    return {n: group for group in names.values() if len(group) > 1 for n in group}
+
+
+def _foreign_parametrization(plist: Any, attr: str) -> str:
+    """The names of parametrizations on ``attr`` that are not squeezer's own (empty if none)."""
+    from squeezer.compress.weight import CompressedWeight
+
+    if plist is None or attr not in plist:
+        return ""
+    foreign = [type(p).__name__ for p in plist[attr] if not isinstance(p, CompressedWeight)]
+    return ", ".join(foreign)
 
 
 def get_submodule_and_attr(model: nn.Module, path: str) -> tuple[nn.Module, str]:
