@@ -72,3 +72,14 @@ def make_regression_loaders(batch_size: int = 32) -> tuple[DataLoader, DataLoade
 
     return (DataLoader(split(512), batch_size=batch_size, shuffle=True, generator=g),
             DataLoader(split(128), batch_size=batch_size))
+
+
+def make_gpt2() -> nn.Module:
+    """A Hugging Face GPT-2 language model from a tiny config (random weights; its ``lm_head`` is
+    tied to the token embedding)."""
+    import transformers
+
+    config = transformers.GPT2Config(vocab_size=VOCAB, n_positions=LENGTH, n_embd=32, n_layer=2, n_head=2,
+                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    torch.manual_seed(0)
+    return transformers.GPT2LMHeadModel(config)

@@ -80,3 +80,23 @@ def test_batch_shapes() -> None:
         batch_to({"labels": torch.ones(1)}, cpu)
     t = torch.ones(2)
     assert logits_of(t) is t and logits_of({"logits": t}) is t and logits_of((t, None)) is t
+
+
+def test_squeezer_export_onnx_traces_a_dict_batch_without_its_labels(tmp_path: Path) -> None:
+    """The CLI builds the ONNX example from the data factory's batch in whatever form it has (here
+    keyword inputs with ``labels``), as the recipe's task splits it."""
+    import onnx
+    from typer.testing import CliRunner
+
+    from squeezer.cli import app
+
+    path = tmp_path / "recipe.toml"
+    path.write_text(RECIPE.format(output="dict"), encoding="utf-8")
+    runner = CliRunner()
+    result = runner.invoke(app, ["run", str(path), "--out", str(tmp_path / "out"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["export", str(tmp_path / "out"), "--format", "onnx", "--out", str(tmp_path / "m.onnx"),
+                                 "--trust-factory", "hf_style:*"])
+    assert result.exit_code == 0, result.output
+    names = [i.name for i in onnx.load(tmp_path / "m.onnx").graph.input]
+    assert names == ["input_ids", "attention_mask"]

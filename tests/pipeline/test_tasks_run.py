@@ -71,6 +71,22 @@ def test_language_model_trains_on_shifted_tokens_and_reports_perplexity(tmp_path
     assert ppl == pytest.approx(result.accuracy, rel=1e-6)
 
 
+def test_a_hugging_face_gpt2_language_model_compresses_around_its_tied_head(tmp_path: Path) -> None:
+    """GPT-2 from a tiny config through the whole recipe: its Conv1D layers are compressed, the
+    lm_head tied to the token embedding is left uncompressed (and named), perplexity is reported."""
+    pytest.importorskip("transformers")
+    notes: list[str] = []
+    registry = squeezer.load_registry()
+    text = RECIPE.format(task='"language_model"', model="make_gpt2", data="make_lm_loaders", kd="hinton")
+    text = text.replace('types = ["Linear", "Embedding", "GRU"]', 'types = ["Linear", "Conv1D"]')
+    result = run(parse_recipe(text, registry=registry), out=tmp_path / "out", registry=registry,
+                 sink=lambda e: notes.append(getattr(e, "text", "")))
+    assert result.metric == "perplexity" and result.accuracy < 6.0  # chance: 12
+    paths = [path for path, *_ in result.layers]
+    assert len(paths) == 8 and all(".c_" in p for p in paths)  # attention and MLP Conv1D weights
+    assert any("lm_head" in n and "tied weights are left uncompressed" in n for n in notes), notes
+
+
 def test_regression_reports_r2(tmp_path: Path) -> None:
     result = _run(tmp_path, task='{ name = "regression", metric = "r2" }', model="make_regressor",
                   data="make_regression_loaders", kd="mse")

@@ -253,16 +253,20 @@ class Rebuilt:
 
 
 def example_batch(rebuilt: Rebuilt) -> Any:
-    """The inputs of one batch of the recipe's validation data (to trace an ONNX export with)."""
+    """The inputs of one batch of the recipe's validation data (to trace an ONNX export with), split
+    from the targets as the recipe's task splits them: a tensor, a tuple, or a dict of keyword
+    inputs (``input_ids``, ``attention_mask``) without its labels."""
+    from squeezer.engine.task import RunTask
     from squeezer.errors import ArtifactError
     from squeezer.pipeline.rebuild import build_loaders
+    from squeezer.plugin_manager import load_registry
 
     batch = next(iter(build_loaders(rebuilt.recipe, rebuilt.trust, rebuilt.source)[1]), None)
-    if isinstance(batch, list | tuple) and batch:
-        batch = batch[0]  # (inputs, targets)
     if batch is None:
         raise ArtifactError("data.factory: the validation loader yields no batch to trace the model with")
-    return batch
+    recipe = rebuilt.recipe
+    task = RunTask.create(load_registry(block=recipe.disable_plugins), recipe.task.name, recipe.task.options)
+    return task.split(batch)[0]
 
 
 ARTIFACT_FORMAT = "squeezer-artifact"
