@@ -55,10 +55,14 @@ DEFAULT_METHODS = ("pqk", "dense_full")
 # --------------------------------------------------------------------------------------------
 # recipes
 # --------------------------------------------------------------------------------------------
+#: the recipe every method starts from (``--recipe``; default: the bundled ``pqk.toml``)
+RECIPE: Path | None = None
+
+
 def bundled_recipe() -> dict[str, Any]:
     from squeezer.pipeline.runner import DEFAULT_RECIPE
 
-    return tomllib.loads(DEFAULT_RECIPE.read_text(encoding="utf-8"))
+    return tomllib.loads((RECIPE or DEFAULT_RECIPE).read_text(encoding="utf-8"))
 
 
 def _scaled(epochs: int, scale: float, minimum: int = 1) -> int:
@@ -350,6 +354,30 @@ def _paired(a: dict[int, float], b: dict[int, float]) -> list[float]:
     return [a[s] - b[s] for s in sorted(set(a) & set(b))]
 
 
+def merged(base: dict[str, Any], parts: list[dict[str, Any]], why: str = "") -> dict[str, Any]:
+    """``base`` with the runs of ``parts`` added, each replacing a run of the same model, method and
+    seed; every part is listed in ``meta.appended`` (its models, methods, seeds, recipe and source)."""
+    runs = {(r["model"], r["method"], r["seed"]): r for r in base["runs"]}
+    meta = dict(base["meta"])
+    appended = list(meta.get("appended", []))
+    for part in parts:
+        pm = part["meta"]
+        runs.update({(r["model"], r["method"], r["seed"]): r for r in part["runs"]})
+        meta["methods"] = sorted({*meta["methods"], *pm["methods"]}, key=METHODS.index)
+        meta["wall_seconds"] = meta.get("wall_seconds", 0.0) + pm.get("wall_seconds", 0.0)
+        appended.append({"models": pm["models"], "methods": pm["methods"], "seeds": pm["seeds"], "why": why,
+                         "recipe": pm.get("recipe", "pqk.toml"), "source": pm.get("source", {})})
+    meta["appended"] = appended
+    return {"meta": meta, "runs": list(runs.values())}
+
+
+def _seed_range(seeds: int | list[int]) -> str:
+    """``0..N-1`` for an old record's count, or the listed seeds (``--first-seed``)."""
+    if isinstance(seeds, int):
+        return f"0..{seeds - 1}"
+    return f"{seeds[0]}..{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1)) else str(seeds)
+
+
 def report(data: dict[str, Any]) -> str:
     from benchmarks.suite import REGISTRY
 
@@ -364,7 +392,7 @@ def report(data: dict[str, Any]) -> str:
         lines += ["> **Incomplete**: interrupted or still running; only finished runs are shown.", ""]
     for extra in meta.get("appended", []):
         lines += [f"> Runs added or replaced by a later `--append` invocation: models {', '.join(extra['models'])}, "
-                  f"methods {', '.join(extra['methods'])}, seeds 0..{extra['seeds'] - 1}"
+                  f"methods {', '.join(extra['methods'])}, seeds {_seed_range(extra['seeds'])}"
                   + (f" ({extra['why']})" if extra.get("why") else "") + ".", ""]
     lines += [
         f"The bundled `pqk.toml`, unchanged except `[model]`, `[data]` (its `batch_size` kept), the target "
@@ -559,6 +587,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 (default 3)")
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="first seed: --first-seed 1 --seeds 2 runs seeds 1 and 2 (a run split over processes)")
     ap.add_argument("--models", default=",".join(REGISTRY), help="comma-separated suite members")
     ap.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                     help=f"comma-separated, of {', '.join(METHODS)} (default: {', '.join(DEFAULT_METHODS)})")
@@ -572,8 +602,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--why", default="", help="with --append: the reason, shown in the report")
     ap.add_argument("--observations", type=Path, help="with --report-only: a Markdown file of observations to keep")
     ap.add_argument("--report-only", action="store_true", help="regenerate the Markdown from --out")
+    ap.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                    help="put the runs of these --out files (e.g. one per process) into --out, replacing runs of "
+                         "the same model, method and seed, then regenerate the Markdown")
+    ap.add_argument("--recipe", type=Path, help="a PQK recipe of the same three stages instead of the bundled "
+                                                "pqk.toml (to compare a candidate default)")
     args = ap.parse_args(argv)
     md = args.out.with_name("SUITE.md") if args.out.name == "suite.json" else args.out.with_suffix(".md")
+    global RECIPE
+    RECIPE = args.recipe
+    if args.merge:
+        write_json(args.out, merged(json.loads(args.out.read_text(encoding="utf-8")),
+                                    [json.loads(p.read_text(encoding="utf-8")) for p in args.merge], args.why))
+        md.write_text(report(json.loads(args.out.read_text(encoding="utf-8"))), encoding="utf-8")
+        print(md)
+        return 0
     if args.report_only:
         stored = json.loads(args.out.read_text(encoding="utf-8"))
         if args.observations is not None:  # kept in the JSON, so a regenerated report keeps them
@@ -592,24 +635,26 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in models if m not in REGISTRY] + [m for m in methods if m not in METHODS]
     if unknown:
         ap.error(f"unknown model or method: {', '.join(unknown)}")
-    meta = {"models": models, "methods": methods, "seeds": list(range(args.seeds)), "sparsity": args.sparsity,
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    meta = {"models": models, "methods": methods, "seeds": seeds, "sparsity": args.sparsity,
             "bits": args.bits, "epochs_scale": args.epochs_scale, "threads": args.threads,
+            "recipe": str(args.recipe) if args.recipe else "pqk.toml",
             "torch": torch.__version__, "python": platform.python_version(), "cpus": os.cpu_count(),
             "epochs": total_epochs(pqk_recipe(REGISTRY[models[0]], args.sparsity, args.bits, "", args.epochs_scale)),
             "complete": False, "source": source_state()}
     data: dict[str, Any] = {"meta": meta, "runs": []}
     if args.append and args.out.exists():
         old = json.loads(args.out.read_text(encoding="utf-8"))
-        redo = {(m, k, sd) for m in models for k in methods for sd in range(args.seeds)}
+        redo = {(m, k, sd) for m in models for k in methods for sd in seeds}
         data["runs"] = [r for r in old["runs"] if (r["model"], r["method"], r["seed"]) not in redo]  # replaced
         meta.update({k: v for k, v in old["meta"].items() if k not in ("methods", "complete", "source")})
         meta["source"] = old["meta"].get("source", {})
         meta["methods"] = sorted({*old["meta"]["methods"], *methods}, key=METHODS.index)
         meta["appended"] = [*old["meta"].get("appended", []), {"models": models, "methods": methods,
-                                                               "seeds": args.seeds, "why": args.why,
+                                                               "seeds": seeds, "why": args.why,
                                                                "source": source_state()}]
     start = time.perf_counter() - meta.get("wall_seconds", 0.0)
-    for seed in range(args.seeds):
+    for seed in seeds:
         for name in models:
             for method in methods:
                 row = run_one(REGISTRY[name], method, seed, args.sparsity, args.bits, args.epochs_scale)

@@ -174,3 +174,33 @@ def test_phase1_ft_is_pqk_with_phase2_replaced_by_fine_tuning() -> None:
     text = suite_run.report({"meta": {"models": [member.name], "seeds": [0], "sparsity": 0.9, "bits": 4,
                                       "epochs_scale": 0.01}, "runs": rows})
     assert "equal-budget Phase-1 ablation" in text
+
+
+def test_recipe_option_replaces_the_bundled_recipe(tmp_path: Path) -> None:
+    """``--recipe``: a candidate default runs through the same code as pqk.toml (only that file differs)."""
+    bundled = (Path(suite_run.__file__).resolve().parents[1] / "sdk" / "squeezer" / "recipes" / "pqk.toml")
+    candidate = tmp_path / "candidate.toml"
+    candidate.write_text(bundled.read_text(encoding="utf-8").replace("epochs_per_round = 4", "epochs_per_round = 3"),
+                         encoding="utf-8")
+    try:
+        suite_run.RECIPE = candidate
+        assert suite_run.pqk_recipe(REGISTRY["digits_cnn"], 0.9, 4, "out")["stages"][1]["epochs_per_round"] == 3
+    finally:
+        suite_run.RECIPE = None
+    assert suite_run.pqk_recipe(REGISTRY["digits_cnn"], 0.9, 4, "out")["stages"][1]["epochs_per_round"] == 4
+
+
+def test_merge_replaces_runs_of_the_same_model_method_and_seed() -> None:
+    """``--merge``: runs split over processes land in one file; a rerun replaces the stored run."""
+    def run(model: str, seed: int, val: float) -> dict[str, object]:
+        return {"model": model, "method": "pqk", "seed": seed, "student": {"val": val}}
+
+    base = {"meta": {"methods": ["pqk", "dense_full"], "seeds": [0, 1]},
+            "runs": [run("a", 0, 1.0), run("a", 1, 2.0), {**run("a", 0, 5.0), "method": "dense_full"}]}
+    part = {"meta": {"models": ["a"], "methods": ["pqk"], "seeds": [1, 2], "recipe": "x.toml", "wall_seconds": 3.0},
+            "runs": [run("a", 1, 3.0), run("a", 2, 4.0)]}
+    out = suite_run.merged(base, [part], "why")
+    got = {(r["method"], r["seed"]): r["student"]["val"] for r in out["runs"]}
+    assert got == {("pqk", 0): 1.0, ("pqk", 1): 3.0, ("pqk", 2): 4.0, ("dense_full", 0): 5.0}
+    assert out["meta"]["appended"][-1]["seeds"] == [1, 2] and out["meta"]["appended"][-1]["recipe"] == "x.toml"
+    assert suite_run._seed_range([1, 2]) == "1..2" and suite_run._seed_range(3) == "0..2"
