@@ -391,7 +391,8 @@ def report(data: dict[str, Any]) -> str:
     if not meta.get("complete", True):
         lines += ["> **Incomplete**: interrupted or still running; only finished runs are shown.", ""]
     for extra in meta.get("appended", []):
-        lines += [f"> Runs added or replaced by a later `--append` invocation: models {', '.join(extra['models'])}, "
+        lines += ["> Runs added or replaced by a later `--append` or `--merge` invocation: "
+                  f"models {', '.join(extra['models'])}, "
                   f"methods {', '.join(extra['methods'])}, seeds {_seed_range(extra['seeds'])}"
                   + (f" ({extra['why']})" if extra.get("why") else "") + ".", ""]
     lines += [
