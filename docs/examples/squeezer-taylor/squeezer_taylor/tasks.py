@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 class MultiLabel:
     """Independent yes/no labels: binary cross-entropy, the fraction of labels right.
 
-    Logits and 0/1 targets of shape ``[batch, labels]``. Loss: binary cross-entropy with logits; metric: the fraction of labels predicted right (a
-    logit above 0 means yes). Statistics are sums, so the core adds them over batches.
+    Logits and 0/1 targets of shape ``[batch, labels]``; a logit above 0 means yes. Statistics
+    are sums, so the core adds them over batches.
     """
 
     metric: str = attrs.field(default="label_accuracy", init=False)
