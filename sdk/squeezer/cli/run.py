@@ -30,6 +30,7 @@ Examples:
 
 
 def run_command(
+    ctx: typer.Context,
     recipe: Annotated[
         Path | None,
         typer.Argument(help="Recipe TOML file. Default: the bundled PQK example.", show_default=False),
@@ -87,6 +88,8 @@ def run_command(
     """
     if resume and overwrite:
         raise CliError("--resume and --overwrite exclude each other (see --help)", USAGE)
+    # `squeezer --debug run` sets it on the root command; the ranks of --nproc get it as run's own
+    debug = debug or bool(ctx.parent is not None and ctx.parent.params.get("debug"))
     from squeezer.cli import preflight
     from squeezer.pipeline.outdir import CHECKPOINT_DIR, CHECKPOINT_NAME
     from squeezer.plugin_manager import load_registry
