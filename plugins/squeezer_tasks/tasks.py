@@ -21,45 +21,30 @@ def _shape(t: Any) -> str:
     return str(tuple(getattr(t, "shape", ())))
 
 
-@attrs.frozen(kw_only=True)
-class Classification:
-    """One class per example: cross-entropy, top-1 accuracy.
+def _integer_targets(targets: torch.Tensor) -> None:
+    import torch
 
-    Logits ``[batch, classes]``, targets ``[batch]``; examples whose target is ``ignore_index``
-    are left out."""
+    if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
+        raise ValueError(f"targets must be integer class indices (torch.long), got {str(targets.dtype)[6:]}; "
+                         "for real-valued targets use task = \"regression\"")
 
-    #: per position (``token_classification``) instead of per example
-    per_position: ClassVar[bool] = False
 
-    ignore_index: int = attrs.field(default=-100, metadata={"help": "target value of positions to leave out"})
-    metric: str = attrs.field(default="accuracy", init=False)
-    higher_is_better: bool = attrs.field(default=True, init=False)
+def _kept(rows: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    keep = labels != ignore_index
+    return (rows, labels) if bool(keep.all()) else (rows[keep], labels[keep])
+
+
+class _CrossEntropy:
+    """The tasks whose outputs are class logits: rows of logits and their class indices (``_rows``)
+    give the loss, the positions distillation compares, and the summed loss and hits."""
 
     def _rows(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits as rows ``[N, classes]`` and their targets ``[N]``, ignored positions left out."""
-        import torch
-
-        if targets.dtype.is_floating_point or targets.dtype.is_complex or targets.dtype == torch.bool:
-            raise ValueError(f"targets must be integer class indices (torch.long), got {str(targets.dtype)[6:]}; "
-                             "for real-valued targets use task = \"regression\"")
-        dims = 3 if self.per_position else 2
-        if outputs.dim() != dims or tuple(outputs.shape[:-1]) != tuple(targets.shape):
-            expected = ("(batch, positions, classes) logits for (batch, positions) class indices" if self.per_position
-                        else "(batch, classes) logits for (batch,) class indices")
-            raise ValueError(
-                f"outputs of shape {tuple(outputs.shape)} do not fit targets of shape {tuple(targets.shape)}: "
-                f"{'token_' if self.per_position else ''}classification expects {expected}; per-position "
-                "labels: task = \"token_classification\"; a language model predicting its next token: "
-                "task = \"language_model\"")
-        rows, labels = outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1).long()
-        keep = labels != self.ignore_index
-        return (rows, labels) if bool(keep.all()) else (rows[keep], labels[keep])
+        raise NotImplementedError
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         import torch.nn.functional as F
 
-        rows, labels = self._rows(outputs, targets)
-        return F.cross_entropy(rows, labels)
+        return F.cross_entropy(*self._rows(outputs, targets))
 
     def positions(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self._rows(outputs, targets)[0]
@@ -74,6 +59,35 @@ class Classification:
                              f"got {int(labels.min())}..{int(labels.max())}")
         return {"loss_sum": float(F.cross_entropy(rows.float(), labels, reduction="sum")),
                 "count": float(labels.numel()), "correct": float((rows.argmax(dim=-1) == labels).sum())}
+
+
+@attrs.frozen(kw_only=True)
+class Classification(_CrossEntropy):
+    """One class per example: cross-entropy, top-1 accuracy.
+
+    Logits ``[batch, classes]``, targets ``[batch]``; examples whose target is ``ignore_index``
+    are left out."""
+
+    #: per position (``token_classification``) instead of per example
+    per_position: ClassVar[bool] = False
+
+    ignore_index: int = attrs.field(default=-100, metadata={"help": "target value of positions to leave out"})
+    metric: str = attrs.field(default="accuracy", init=False)
+    higher_is_better: bool = attrs.field(default=True, init=False)
+
+    def _rows(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits as rows ``[N, classes]`` and their targets ``[N]``, ignored positions left out."""
+        _integer_targets(targets)
+        dims = 3 if self.per_position else 2
+        if outputs.dim() != dims or tuple(outputs.shape[:-1]) != tuple(targets.shape):
+            expected = ("(batch, positions, classes) logits for (batch, positions) class indices" if self.per_position
+                        else "(batch, classes) logits for (batch,) class indices")
+            raise ValueError(
+                f"outputs of shape {tuple(outputs.shape)} do not fit targets of shape {tuple(targets.shape)}: "
+                f"{'token_' if self.per_position else ''}classification expects {expected}; per-position "
+                "labels: task = \"token_classification\"; a language model predicting its next token: "
+                "task = \"language_model\"")
+        return _kept(outputs.reshape(-1, outputs.shape[-1]), targets.reshape(-1).long(), self.ignore_index)
 
     def score(self, stats: Mapping[str, float]) -> float:
         return stats["correct"] / stats["count"] if stats["count"] else math.nan
@@ -90,7 +104,7 @@ class TokenClassification(Classification):
 
 
 @attrs.frozen(kw_only=True)
-class LanguageModel:
+class LanguageModel(_CrossEntropy):
     """Next-token prediction (causal language model): shifted cross-entropy, perplexity.
 
     Logits ``[batch, length, vocab]`` at position ``i`` predict token ``i + 1`` of the targets
@@ -111,29 +125,12 @@ class LanguageModel:
         return None
 
     def _rows(self, outputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _integer_targets(targets)
         if outputs.dim() != 3 or tuple(outputs.shape[:2]) != tuple(targets.shape):
             raise ValueError(f"outputs of shape {_shape(outputs)} do not fit targets of shape {_shape(targets)}: a "
                              "language model gives (batch, length, vocab) logits for (batch, length) tokens")
         rows = outputs[:, :-1].reshape(-1, outputs.shape[-1])
-        labels = targets[:, 1:].reshape(-1).long()
-        keep = labels != self.ignore_index
-        return (rows, labels) if bool(keep.all()) else (rows[keep], labels[keep])
-
-    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        import torch.nn.functional as F
-
-        rows, labels = self._rows(outputs, targets)
-        return F.cross_entropy(rows, labels)
-
-    def positions(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return self._rows(outputs, targets)[0]
-
-    def stats(self, outputs: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-        import torch.nn.functional as F
-
-        rows, labels = self._rows(outputs, targets)
-        return {"loss_sum": float(F.cross_entropy(rows.float(), labels, reduction="sum")),
-                "count": float(labels.numel())}
+        return _kept(rows, targets[:, 1:].reshape(-1).long(), self.ignore_index)
 
     def score(self, stats: Mapping[str, float]) -> float:
         if not stats["count"]:
