@@ -72,6 +72,13 @@ def run_command(
                      help="Data factory replacing the recipe's [data] (its options dropped); it returns "
                           "(train_loader, val_loader)."),
     ] = None,
+    task: Annotated[
+        str | None,
+        typer.Option("--task", show_default=False, metavar="NAME",
+                     help="The task replacing the recipe's (classification, token_classification, language_model, "
+                          "regression, or a plugin's; its options dropped), e.g. the bundled recipe with "
+                          "--model/--data on a language model."),
+    ] = None,
     threads: Annotated[
         int | None,
         typer.Option("--threads", min=0, show_default=False,
@@ -96,9 +103,9 @@ def run_command(
     from squeezer.recipe import check_strategies, load_recipe, with_factories
 
     rec = with_factories(load_recipe(recipe if recipe is not None else _default_recipe()),
-                         model=model_factory, data=data_factory)
-    factories = [arg for flag, value in (("--model", model_factory), ("--data", data_factory)) if value
-                 for arg in (flag, value)]
+                         model=model_factory, data=data_factory, task=task)
+    factories = [arg for flag, value in (("--model", model_factory), ("--data", data_factory), ("--task", task))
+                 if value for arg in (flag, value)]
     registry = load_registry(block=rec.disable_plugins)
     check_strategies(rec, registry)
     preflight.check_factories(rec, recipe)

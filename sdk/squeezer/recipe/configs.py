@@ -58,6 +58,10 @@ class Strategy:
     options: dict[str, Any] = _help("the strategy's options", factory=dict)
 
 
+#: the task of a recipe that names none
+DEFAULT_TASK = "classification"
+
+
 @attrs.frozen(kw_only=True)
 class QuantizerOverride:
     """Per-layer quantizer settings: the first override whose pattern matches a weight wins."""
@@ -278,7 +282,7 @@ class Recipe:
     disable_plugins: tuple[str, ...] = _help("plugins not to load for this recipe", default=(), converter=tuple)
     task: Strategy = _plugin("task", "what the run trains and measures: the loss, the metric, where the targets are "
                              "(classification, token_classification, language_model, regression, or a plugin's)",
-                             factory=lambda: Strategy(name="classification"))
+                             factory=lambda: Strategy(name=DEFAULT_TASK))
     source: str = attrs.field(default="<recipe>", eq=False, metadata={"help": "file the recipe came from"})
 
     def __attrs_post_init__(self) -> None:

@@ -19,6 +19,7 @@ from squeezer import contracts
 from squeezer.errors import ConfigError
 from squeezer.recipe.budget import OPTIONAL_FIELDS, check_budget, check_one_unit, superseded
 from squeezer.recipe.configs import (
+    DEFAULT_TASK,
     RECIPE_VERSION,
     STAGE_TYPES,
     DistillStage,
@@ -28,6 +29,7 @@ from squeezer.recipe.configs import (
     QuantizeStage,
     Recipe,
     Stage,
+    Strategy,
     plugin_fields,
 )
 from squeezer.registry import Registry
@@ -345,6 +347,8 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
                    and not (a.name in OPTIONAL_FIELDS and getattr(obj, a.name) is None)}
             if isinstance(obj, Stage):
                 out = {"type": obj.TYPE, **out}
+            if isinstance(obj, Recipe) and obj.task == Strategy(name=DEFAULT_TASK):
+                del out["task"]  # so a recipe without one records (and hashes) as before tasks existed
             return out
         if isinstance(obj, tuple | list):
             return [convert(v) for v in obj]
@@ -355,10 +359,12 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
     return typing.cast(dict[str, Any], convert(recipe))
 
 
-def with_factories(recipe: Recipe, *, model: str | None = None, data: str | None = None) -> Recipe:
+def with_factories(recipe: Recipe, *, model: str | None = None, data: str | None = None,
+                   task: str | None = None) -> Recipe:
     """``recipe`` with its ``[model]`` and/or ``[data]`` factory replaced (options dropped: the new
-    factory's own defaults apply), as ``squeezer run --model/--data`` does; a malformed path is a
-    ``ConfigError`` naming the option."""
+    factory's own defaults apply) and its ``task`` (by name), as ``squeezer run --model/--data/--task``
+    does; a malformed path is a ``ConfigError`` naming the option (an unknown task is refused when the
+    recipe's strategies are checked)."""
     def factory(option: str, value: str) -> Factory:
         try:
             return Factory(factory=value)
@@ -369,5 +375,7 @@ def with_factories(recipe: Recipe, *, model: str | None = None, data: str | None
         recipe = attrs.evolve(recipe, model=factory("--model", model))
     if data is not None:
         recipe = attrs.evolve(recipe, data=factory("--data", data))
+    if task is not None:
+        recipe = attrs.evolve(recipe, task=Strategy(name=task))
     return recipe
 
