@@ -79,12 +79,30 @@ def recipe_page() -> str:
         out += [f"### `type = \"{name}\"`\n\n{md(stage['help'])}\n\n", _fields(stage["fields"]), "\n"]
     out += ["### Quantizer overrides\n\n", f"{md(doc['quantizer_overrides']['help'])}\n\n",
             _fields(doc["quantizer_overrides"]["fields"]), "\n"]
+    out.append(activations_section())
     out.append("## Plugin options\n\n")
     for kind, entries in doc["plugins"].items():
         out.append(f"### {kind}\n\n")
         for e in entries:
             out += [f"#### `{e['name']}` (plugin `{e['plugin']}`)\n\n{md(e['help'])}\n\n", _fields(e["options"]), "\n"]
     return "".join(out).rstrip() + "\n"
+
+
+def activations_section() -> str:
+    """The ``activations`` table of the prune and quantize stages, and how it gives an integer model."""
+    from squeezer.cli.recipe import field_docs
+    from squeezer.recipe.configs import ActivationOverride, Activations
+
+    return "".join([
+        "### Activations\n\n", f"{md(' '.join((Activations.__doc__ or '').split()))}\n\n",
+        "Set on a `prune` or `quantize` stage as `activations = { bits = 8 }` (or `activations = 8`). "
+        "With 8-bit weights too (`quantizer = { name = \"lsq\", bits = 8 }`, as `recipes/pqk_int8.toml`), "
+        "`squeezer export RUN_DIR --format onnx` writes an integer model: onnxruntime's CPU provider runs "
+        "QLinearConv / QGemm (docs/concepts.md, ONNX export).\n\n",
+        _fields(field_docs(Activations)), "\n",
+        "#### Activation overrides\n\n", f"{md(' '.join((ActivationOverride.__doc__ or '').split()))}\n\n",
+        _fields(field_docs(ActivationOverride)), "\n",
+    ])
 
 
 BUDGET_EXAMPLE = """\

@@ -23,6 +23,14 @@ A ``LAYER`` (one compressed weight, the student ``Q(W ⊙ M)``) has the fields o
 A ``STATE`` entry (``name``, ``shape``, ``dtype``) is any other entry of the model's state dict,
 its part stored in ``float_dtype`` when floating, as it is otherwise.
 
+With activation quantizers the record has a fourth list, ``"activations": [ACT, ...]`` (absent
+without them, so such files are what they were before it existed). An ``ACT`` (``module``,
+``bits``, ``signed``, ``dtype``) names a module whose input an LSQ activation quantizer
+quantizes (:mod:`squeezer.engine.activations`) on the grid of ``bits`` bits, signed or not; its
+one part, ``step``, is the learned step, a scalar in ``dtype`` (4 bytes for float32), after the
+state's parts. The quantizer's other state (its grid, its ``initialized`` flag) follows from the
+entry and is not stored.
+
 Every part's size follows from the record, and they must add up to the rest of ``data``
 exactly. The reader presents the parts under the names ``layer/<path>/<part>`` and
 ``state/<name>`` (:func:`layer_key`, :func:`state_key`). Version 1 (one safetensors tensor per
@@ -76,6 +84,11 @@ LAYER_FIELDS = frozenset(
     }
 )
 STATE_FIELDS = frozenset({"name", "shape", "dtype"})
+#: record fields a writer leaves out when empty
+OPTIONAL_RECORD_FIELDS = frozenset({"activations"})
+ACTIVATION_FIELDS = frozenset({"module", "bits", "signed", "dtype"})
+#: the child module name of an activation quantizer, and its state entries the artifact holds / implies
+ACTIVATION_CHILD = "input_quantizer"
 ENCODINGS = ("quantized", "float")
 MAX_DIMS = 64
 MAX_NUMEL = 1 << 48  # far beyond any real layer; keeps the mask decoder's int64 arithmetic exact
@@ -145,6 +158,15 @@ def layer_key(path: str, part: str) -> str:
 
 def state_key(name: str) -> str:
     return f"state/{name}"
+
+
+def activation_key(module: str) -> str:
+    return f"act/{module}/step"
+
+
+def activation_prefix(module: str) -> str:
+    """The prefix of the state-dict names of the activation quantizer on ``module``."""
+    return f"{module}.{ACTIVATION_CHILD}." if module else f"{ACTIVATION_CHILD}."
 
 
 # --- the record: canonical JSON, compressed --------------------------------------------------------
@@ -297,7 +319,8 @@ def check_tensors(tensors: Mapping[str, tuple[str, tuple[int, ...]]]) -> None:
 
 def validate(doc: Any) -> dict[str, Any]:
     """Check a record against the version-2 schema; return it."""
-    _fields(doc, RECORD_FIELDS, "record")
+    _fields(doc, RECORD_FIELDS | (OPTIONAL_RECORD_FIELDS & set(doc)) if isinstance(doc, dict) else RECORD_FIELDS,
+            "record")
     if not isinstance(doc["info"], dict):
         raise ValueError("record.info must be a JSON object")
     if doc["float_dtype"] not in FLOAT_DTYPES:
@@ -321,7 +344,47 @@ def validate(doc: Any) -> dict[str, Any]:
         names.add(entry["name"])
     if len(names) != len(doc["layers"]) + len(doc["state"]):
         raise ValueError("the record names some tensor twice")
+    _validate_activations(doc, names)
     return doc
+
+
+def _validate_activations(doc: Mapping[str, Any], names: set[str]) -> None:
+    if "activations" not in doc:
+        return
+    acts = doc["activations"]
+    if not isinstance(acts, list) or not acts:
+        raise ValueError("record.activations must be a non-empty list (left out when there are none)")
+    modules: set[str] = set()
+    for i, entry in enumerate(acts):
+        where = f"record.activations[{i}]"
+        _fields(entry, ACTIVATION_FIELDS, where)
+        module = entry["module"]
+        if not isinstance(module, str) or "/" in module or module in modules:
+            raise ValueError(f"{where}.module must be a string without '/', each module once")
+        modules.add(module)
+        if not _is_int(entry["bits"]) or not 2 <= entry["bits"] <= 8:
+            raise ValueError(f"{where}.bits must be an integer in 2..8")
+        if not isinstance(entry["signed"], bool):
+            raise ValueError(f"{where}.signed must be a boolean")
+        if entry["dtype"] not in FLOATING:
+            raise ValueError(f"{where}.dtype {entry['dtype']!r} is not a supported floating dtype")
+        prefix = activation_prefix(module)
+        if any(name.startswith(prefix) for name in names):
+            raise ValueError(f"{where}: the state also holds entries of {module!r}'s activation quantizer")
+
+
+def activation_state(entry: Mapping[str, Any], step: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The state-dict entries of the activation quantizer a validated ``ACT`` entry describes."""
+    bits = entry["bits"]
+    qn, qp = (1 << (bits - 1), (1 << (bits - 1)) - 1) if entry["signed"] else (0, (1 << bits) - 1)
+    prefix = activation_prefix(entry["module"])
+    return {
+        prefix + "step": step.reshape(()).to(DTYPES[entry["dtype"]]),
+        prefix + "initialized": torch.tensor(True),
+        prefix + "n_bits": torch.tensor(entry["bits"], dtype=torch.int64),
+        prefix + "q_neg": torch.tensor(qn, dtype=torch.int64),
+        prefix + "q_pos": torch.tensor(qp, dtype=torch.int64),
+    }
 
 
 def _validate_layer(layer: Mapping[str, Any], where: str) -> None:
@@ -405,6 +468,8 @@ def parts(doc: Mapping[str, Any]) -> list[tuple[str, str, tuple[int, ...]]]:
     for entry in doc["state"]:
         stored = float_dtype if DTYPES[entry["dtype"]].is_floating_point else entry["dtype"]
         out.append((state_key(entry["name"]), stored, tuple(entry["shape"])))
+    for act in doc.get("activations", ()):
+        out.append((activation_key(act["module"]), act["dtype"], ()))
     return out
 
 
@@ -441,4 +506,5 @@ def decoded_bytes(doc: Mapping[str, Any]) -> list[tuple[str, int]]:
     """``(name, bytes)`` of every entry of the state dict that decoding ``doc`` produces."""
     out = [(layer["path"], layer["numel"] * DTYPES[layer["dtype"]].itemsize) for layer in doc["layers"]]
     out += [(s["name"], _prod(s["shape"]) * DTYPES[s["dtype"]].itemsize) for s in doc["state"]]
+    out += [(activation_key(a["module"]), 4 * 8 + 1) for a in doc.get("activations", ())]
     return out

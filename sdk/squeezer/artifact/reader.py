@@ -204,7 +204,20 @@ def load_state_dict(path: StrPath) -> dict[str, torch.Tensor]:
 def _state_dict(art: Artifact) -> dict[str, torch.Tensor]:
     out = {layer["path"]: decode_layer(art, layer) for layer in art.meta["layers"]}
     out.update({entry["name"]: decode_state(art, entry) for entry in art.meta["state"]})
+    for act in art.meta.get("activations", ()):
+        out.update(fmt.activation_state(act, art.tensors[fmt.activation_key(act["module"])]))
     return out
+
+
+def _restore_activations(art: Artifact, model: nn.Module) -> None:
+    """Recreate on ``model`` the activation quantizers the artifact records (their steps are loaded next)."""
+    from squeezer.engine.activations import restore_activations
+
+    for act in art.meta.get("activations", ()):
+        try:
+            restore_activations(model, {act["module"]: (act["bits"], act["signed"])}, fmt.DTYPES[act["dtype"]])
+        except ValueError as e:
+            raise ArtifactError(f"{art.path}: artifact does not fit the model ({e})") from None
 
 
 def load(path: StrPath, model: nn.Module | None = None, *, trust: Trust | Iterable[str] | None = None) -> nn.Module:
@@ -229,6 +242,7 @@ def load_into(art: Artifact, model: nn.Module) -> nn.Module:
             "(this one has compressed weights)"
         )
     check_fits(art, model)
+    _restore_activations(art, model)
     try:
         model.load_state_dict(_state_dict(art), strict=True)
     except RuntimeError as e:
@@ -238,10 +252,15 @@ def load_into(art: Artifact, model: nn.Module) -> nn.Module:
 
 def check_fits(art: Artifact, model: nn.Module) -> None:
     """Raise unless the artifact claims exactly ``model``'s state (names and shapes); reads only
-    the metadata, so a file claiming huge layers is refused before anything is allocated."""
+    the metadata, so a file claiming huge layers is refused before anything is allocated. The
+    activation quantizers it records are not compared: :func:`load_into` adds them to the model."""
     claimed = {layer["path"]: tuple(layer["shape"]) for layer in art.meta["layers"]}
     claimed.update({entry["name"]: tuple(entry["shape"]) for entry in art.meta["state"]})
     own = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    for act in art.meta.get("activations", ()):
+        if act["module"] not in dict(model.named_modules()):
+            raise ArtifactError(f"{art.path}: artifact does not fit the model (it quantizes the input of "
+                                f"{act['module']!r}, which the model lacks)")
     missing, unexpected = sorted(set(own) - set(claimed)), sorted(set(claimed) - set(own))
     if missing or unexpected:
         raise ArtifactError(

@@ -4,7 +4,8 @@ For a compressed layer of ``n`` weights with ``nnz`` kept, quantized to ``b`` bi
 ``nnz * b + n * H(nnz / n)`` bits: the codes of the kept weights plus the entropy of a mask of that
 density (``H`` the binary entropy); an unquantized layer counts its kept values at their stored
 width instead of ``b``. Scales and the rest of the state (biases, norms, ...) are stored as they
-are and count at their own size on both sides of the ratio. Nothing of the header (the record,
+are and count at their own size on both sides of the ratio, as do activation quantizers' steps
+(one scalar each, 4 bytes in float32: their grid is in the record). Nothing of the header (the record,
 the safetensors table, the checksum) is in the bound: :attr:`ArtifactReport.file_ratio` is the
 whole file over it.
 """
@@ -99,6 +100,8 @@ class ArtifactReport:
     bound_bytes: float
     file_bytes: int
     dense_fp32_bytes: int
+    #: bytes of the activation quantizers' steps (in the payload and the bound)
+    activation_bytes: int = 0
 
     @property
     def numel(self) -> int:
@@ -143,6 +146,7 @@ class ArtifactReport:
             "bound_bytes": self.bound_bytes,
             "file_bytes": self.file_bytes,
             "dense_fp32_bytes": self.dense_fp32_bytes,
+            "activation_bytes": self.activation_bytes,
             "ratio": self.ratio,
             "file_ratio": self.file_ratio,
             "header_bytes": self.header_bytes,
@@ -199,6 +203,7 @@ def build_report(
     state_numel = sum(_numel(s["shape"]) for s in meta["state"])
     state_bytes = sum(nbytes[fmt.state_key(s["name"])] for s in meta["state"])
     layer_total = sum(layer.bytes for layer in layers)
+    activation_bytes = sum(nbytes[fmt.activation_key(a["module"])] for a in meta.get("activations", ()))
     return ArtifactReport(
         path=path,
         format=meta["format"],
@@ -207,10 +212,11 @@ def build_report(
         layers=tuple(layers),
         state_numel=state_numel,
         state_bytes=state_bytes,
-        payload_bytes=layer_total + state_bytes,
-        bound_bytes=sum(layer.bound_bytes + layer.scale_bytes for layer in layers) + state_bytes,
+        payload_bytes=layer_total + state_bytes + activation_bytes,
+        bound_bytes=sum(layer.bound_bytes + layer.scale_bytes for layer in layers) + state_bytes + activation_bytes,
         file_bytes=file_bytes,
         dense_fp32_bytes=4 * (sum(layer.numel for layer in layers) + state_numel),
+        activation_bytes=activation_bytes,
     )
 
 

@@ -61,9 +61,13 @@ def export(
                 f"{module_name}.parametrizations.{attr}." if module_name else f"parametrizations.{attr}."
             )
             layers.append(_layer(model, p_path, p, tensors, store_dtype))
+        activations = _activations(model, tensors, target)
+        skip_prefixes += [fmt.activation_prefix(entry["module"]) for entry in activations]
         state = _state(model.state_dict(), skip_prefixes, tensors, store_dtype, target)
 
     record: dict[str, Any] = {"float_dtype": float_dtype, "info": info_doc, "layers": layers, "state": state}
+    if activations:
+        record["activations"] = activations
     try:
         fmt.validate(json.loads(json.dumps(record)))  # what we write, we can read
     except ValueError as e:
@@ -160,6 +164,32 @@ def _layer(
     entry.update(encoding="quantized", bits=bits, signed=signed, qn=qn, qp=qp, offset=offset,
                  scale_shape=list(scale.shape), scale_dtype=fmt.dtype_name(scale.dtype))
     return entry
+
+
+def _activations(model: nn.Module, tensors: dict[str, torch.Tensor], target: str) -> list[dict[str, Any]]:
+    """The record entries of the model's activation quantizers (module, grid, step dtype); their
+    steps go to ``tensors``. Only squeezer's LSQ activation quantizer is stored (a load recreates it)."""
+    from squeezer.engine.activations import LsqActivationQuantizer
+
+    entries = []
+    for name, module in model.named_modules():
+        q = module._modules.get(fmt.ACTIVATION_CHILD)
+        if q is None:
+            continue
+        where = f"{target}: activation quantizer of {name or 'the model'}"
+        if not isinstance(q, LsqActivationQuantizer):
+            raise ArtifactError(f"{where}: a {type(q).__name__}, not squeezer's LsqActivationQuantizer; "
+                                "an artifact stores only the latter")
+        if not bool(q.initialized):
+            raise ArtifactError(f"{where}: its step was never initialized (run the model on a batch first)")
+        step = q.step.detach()
+        try:
+            dtype = fmt.dtype_name(step.dtype)
+        except ValueError as e:
+            raise ArtifactError(f"{where}: {e}") from e
+        tensors[fmt.activation_key(name)] = _fresh(step.reshape(()))
+        entries.append({"module": name, "bits": q.bits, "signed": q.signed, "dtype": dtype})
+    return entries
 
 
 def _state(

@@ -9,6 +9,10 @@ the ``teacher`` view (see :mod:`squeezer.compress.weight`). Ownership during Pha
   (``"norm"``: normalization layers with their running statistics, since the teacher's
   activations differ from the student's; ``"bias"``: the biases of compressed layers); the student
   owns everything else, which the teacher uses without sending it gradients.
+- activation quantizers: the student's. ``quantized`` (the mutual stage's ``teacher_quantized``)
+  decides both whether the teacher's important weights are quantized and whether its layers'
+  inputs pass through the student's activation quantizers (with the student's steps, which the
+  teacher reads without training them); ``False`` gives a full-precision teacher.
 
 Running statistics the teacher shares (``owns`` without ``"norm"``) stay the student's: the
 teacher's train-mode forward normalizes with its batch statistics but updates a throw-away copy
@@ -20,7 +24,8 @@ student's statistics.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -93,12 +98,30 @@ class SelfTeacher(nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         model = self.student
         model.train(self.training)
-        with view(model, "teacher" if self.quantized else "teacher_fp"):
+        with view(model, "teacher" if self.quantized else "teacher_fp"), _activations(model, self.quantized):
             return functional_call(model, self.overrides(), args, kwargs, strict=False)
 
     def train(self, mode: bool = True) -> SelfTeacher:
         super().train(mode)
         return self
+
+
+@contextmanager
+def _activations(model: nn.Module, on: bool) -> Iterator[None]:
+    """The student's activation quantizers (children ``input_quantizer`` with an ``enabled`` switch,
+    :mod:`squeezer.engine.activations`) as the teacher sees them: as they are when ``on``, else off.
+    A quantized teacher uses the student's steps (read, not trained, like its other parameters)."""
+    quantizers: list[Any] = [q for m in model.modules()
+                             if hasattr(q := m._modules.get("input_quantizer"), "enabled")]
+    saved = [q.enabled for q in quantizers]
+    if not on:
+        for q in quantizers:
+            q.enabled = False
+    try:
+        yield
+    finally:
+        for q, enabled in zip(quantizers, saved, strict=True):
+            q.enabled = enabled
 
 
 def _running_stats(model: nn.Module, exclude: Iterable[str]) -> list[str]:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from squeezer import compress
+from squeezer.engine.activations import restore_from_state
 from squeezer.errors import ArtifactError, ConfigError, SqueezerError
 from squeezer.factories import build_module, call_factory
 from squeezer.recipe.configs import DistillStage, Factory, Recipe
@@ -87,6 +88,7 @@ def restore_model(
     model = build_module(factory, where, trust, f"{path} (recorded recipe)", fits)
     try:
         compress.restore(model, meta["spec"], registry)
+        restore_from_state(model, state)  # activation quantizers: their grids are in the state
     except SqueezerError:
         raise
     except (AttributeError, KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:

@@ -80,6 +80,36 @@ class QuantizerChoice:
     overrides: tuple[QuantizerOverride, ...] = _help("per-layer overrides, first match wins", default=())
 
 
+def _activation_bits(instance: Any, attribute: Any, value: Any) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 8):
+        raise ValueError(f"'{attribute.name}' must be in 2..8, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class ActivationOverride:
+    """Per-layer activation settings: the first override whose pattern matches a layer wins."""
+
+    pattern: str = _help("glob on module names of compressed layers; '@first' and '@last' name the first/last")
+    bits: int | None = _help("bit width of this layer's input (default: the table's)", default=None,
+                             validator=_activation_bits)
+    signed: bool | None = _help("force a signed (true) or unsigned (false) grid (default: from calibration)",
+                                default=None)
+    skip: bool = _help("leave this layer's input in full precision", default=False)
+
+
+@attrs.frozen(kw_only=True)
+class Activations:
+    """LSQ activation quantization of the compressed layers' inputs: one learned step per input tensor,
+    calibrated on training batches when attached (unsigned when every calibration input is >= 0, e.g.
+    after a ReLU; signed otherwise), then trained with the weights."""
+
+    bits: int = _help("bit width of the inputs, 2..8 (8 with 8-bit weights: integer kernels in onnxruntime)",
+                      default=8, validator=_activation_bits)
+    calibration_batches: int = _help("training batches the steps are initialized from (2 * mean|x| / sqrt(Qp))",
+                                     default=4, validator=attrs.validators.ge(1))
+    overrides: tuple[ActivationOverride, ...] = _help("per-layer overrides, first match wins", default=())
+
+
 @attrs.frozen(kw_only=True)
 class Optim:
     """Optimizer settings; each stage may override them."""
@@ -166,6 +196,8 @@ class PruneStage(Stage):
     scheduler: Strategy = _plugin("scheduler", "sparsity scheduler (its target is the final sparsity)")
     quantizer: QuantizerChoice | None = _plugin("quantizer", "quantizer for QAT between rounds (none: prune only)",
                                                 default=None)
+    activations: Activations | None = _help(
+        "quantize the compressed layers' inputs (e.g. { bits = 8 }), attached after the first round", default=None)
     scope: str = _help("'global' (rank all weights together) or 'layer'", default="global",
                        validator=attrs.validators.in_(("global", "layer")))
     min_density: float = _help(
@@ -193,6 +225,8 @@ class QuantizeStage(Stage):
 
     TYPE: ClassVar[str] = "quantize"
     quantizer: QuantizerChoice = _plugin("quantizer", "the quantizer")
+    activations: Activations | None = _help(
+        "quantize the compressed layers' inputs (e.g. { bits = 8 }), attached with the quantizers", default=None)
 
 
 @attrs.frozen(kw_only=True)
@@ -209,7 +243,9 @@ class MutualStage(Stage):
         "the warm-up's share of [budget] (the stage runs warmup_share + share of it, as it runs warmup_epochs + "
         "epochs); required with share, 0 for none", default=None, validator=_share)
     kd_weight: float = _help("weight of the distillation term", default=1.0, validator=attrs.validators.ge(0.0))
-    teacher_quantized: bool = _help("teacher sees important weights quantized (else full precision)", default=True)
+    teacher_quantized: bool = _help(
+        "teacher sees important weights quantized, and its inputs through the student's activation quantizers "
+        "(else both in full precision)", default=True)
     teacher_owns: tuple[str, ...] = _help(
         "non-masked parameters the teacher gets its own copy of: 'norm' (normalization layers, with "
         "their statistics) and/or 'bias' (biases of compressed layers); the student owns the rest",

@@ -35,6 +35,8 @@ from squeezer.recipe.configs import (
 from squeezer.registry import Registry
 
 _OPTIM_KEYS = {a.name for a in attrs.fields(Optim)}
+#: fields a resolved recipe leaves out when unset, so a recipe without them records as before they existed
+_OMITTED_WHEN_NONE = {*OPTIONAL_FIELDS, "activations"}
 _FIELD_MESSAGE = re.compile(r"^'(\w+)' (.*)$", re.S)
 
 
@@ -111,9 +113,17 @@ def check_stage_order(recipe: Recipe) -> None:
     quantizer (a ``quantize`` stage, or a ``prune`` stage's ``quantizer``) after the weights are
     quantized would do nothing. A ``distill`` stage starts a fresh student, which may be quantized again."""
     quantized_by: str | None = None
+    activations_by: str | None = None
     for i, stage in enumerate(recipe.stages):
+        if isinstance(stage, PruneStage | QuantizeStage) and stage.activations is not None:
+            if activations_by is not None:
+                raise ConfigError(
+                    f"{recipe.source}: stages[{i}].activations: the layers' inputs are already quantized by "
+                    f"{activations_by}; quantize activations once (per-layer bits go in activations.overrides)"
+                )
+            activations_by = f"stages[{i}] ({_short(stage.label)})"
         if isinstance(stage, DistillStage):
-            quantized_by = None
+            quantized_by = activations_by = None
         elif isinstance(stage, PruneStage | QuantizeStage) and stage.quantizer is not None:
             if quantized_by is not None:
                 raise ConfigError(
@@ -225,6 +235,8 @@ def _convert(hint: Any, value: Any, path: str, source: str) -> Any:
     if isinstance(hint, type) and attrs.has(hint):
         if hint.__name__ in ("Strategy", "QuantizerChoice"):
             value = _strategy_table(value, path, source)
+        if hint.__name__ == "Activations" and isinstance(value, int) and not isinstance(value, bool):
+            value = {"bits": value}  # activations = 8
         return _build(hint, value, path, source)
     if origin is tuple:
         if isinstance(value, str) and args[0] is str:
@@ -344,7 +356,7 @@ def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
             left_out = superseded(obj) if isinstance(obj, Stage) else set()
             out = {a.name: convert(getattr(obj, a.name)) for a in attrs.fields(type(obj))
                    if a.name != "source" and a.name not in left_out
-                   and not (a.name in OPTIONAL_FIELDS and getattr(obj, a.name) is None)}
+                   and not (a.name in _OMITTED_WHEN_NONE and getattr(obj, a.name) is None)}
             if isinstance(obj, Stage):
                 out = {"type": obj.TYPE, **out}
             if isinstance(obj, Recipe) and obj.task == Strategy(name=DEFAULT_TASK):

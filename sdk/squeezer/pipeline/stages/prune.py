@@ -15,7 +15,7 @@ from squeezer.engine import Pruner
 from squeezer.engine.schedule import prune_epochs, rounds_before
 from squeezer.pipeline.events import Note, Pruned
 from squeezer.pipeline.stages.base import StageRunner
-from squeezer.pipeline.stages.quantize import attach_targets
+from squeezer.pipeline.stages.quantize import attach_activations_once, attach_targets
 from squeezer.pipeline.training import batch_to, forward
 from squeezer.recipe.configs import PruneStage
 from squeezer.recipe.loader import checked_schedule
@@ -53,9 +53,11 @@ class PruneRunner(StageRunner):
             return
         attach_targets(self.ctx)
         # The first round runs here, before the optimizer exists, so that the quantizers it
-        # attaches (initialized from the pruned weights) have their step sizes trained.
+        # attaches (initialized from the pruned weights) have their step sizes trained; so do the
+        # activation quantizers, calibrated on the pruned, quantized model.
         for r in rounds_before(0, len(self.schedule), self.cfg.epochs_per_round):
             self._prune_round(r, None)
+        attach_activations_once(self.ctx, self.cfg.activations, f"stages[{self.index}].activations")
 
     def before_epoch(self, epoch: int, optimizer: torch.optim.Optimizer | None) -> None:
         if epoch > 0:  # epoch 0's rounds ran in prepare()

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from squeezer import compress
 from squeezer.compress.weight import compressed_weights
 from squeezer.engine import attach_pending_quantizers
+from squeezer.engine.activations import attach_activations
 from squeezer.pipeline.context import Context
 from squeezer.pipeline.events import Note
 from squeezer.pipeline.stages.base import StageRunner
-from squeezer.recipe.configs import QuantizerChoice, QuantizeStage
+from squeezer.pipeline.training import batch_to, forward
+from squeezer.recipe.configs import Activations, QuantizerChoice, QuantizeStage
 
 
 def attach_quantizers_once(ctx: Context, choice: QuantizerChoice, where: str) -> dict[str, int]:
@@ -18,6 +22,24 @@ def attach_quantizers_once(ctx: Context, choice: QuantizerChoice, where: str) ->
     bits = attach_pending_quantizers(ctx.model, ctx.registry, choice, where)
     ctx.record.bits.update(bits)
     return bits
+
+
+def attach_activations_once(ctx: Context, activations: Activations | None, where: str) -> None:
+    """Quantize the compressed layers' inputs, calibrated on the first training batches (the engine's rule)."""
+    if activations is None:
+        return
+
+    def run(n: int) -> Iterator[None]:
+        for i, batch in enumerate(ctx.train_loader):
+            if i >= n:
+                return
+            forward(ctx.model, batch_to(batch, ctx.device, ctx.task)[0])
+            yield None
+
+    chosen = attach_activations(ctx.model, activations, run, where)
+    ctx.sink(Note(f"{where}: {len(chosen)} layer inputs quantized ("
+                  + ", ".join(f"{n or 'model'} {b}-bit {'signed' if s else 'unsigned'}" for n, (b, s) in chosen.items())
+                  + ")"))
 
 
 def attach_targets(ctx: Context) -> None:
@@ -44,3 +66,4 @@ class QuantizeRunner(StageRunner):
             return
         attach_targets(self.ctx)
         attach_quantizers_once(self.ctx, self.cfg.quantizer, f"stages[{self.index}].quantizer")
+        attach_activations_once(self.ctx, self.cfg.activations, f"stages[{self.index}].activations")
