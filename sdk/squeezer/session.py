@@ -40,9 +40,11 @@ from squeezer.engine import (
     no_decay_on_compressed,
     quantizer_parameters,
 )
+from squeezer.engine.activations import activation_quantizers, attach_activations
 from squeezer.engine.task import RunTask
 from squeezer.errors import ConfigError, PluginError, UnknownStrategyError
-from squeezer.recipe.configs import PruneStage, QuantizerChoice
+from squeezer.pipeline.training import forward
+from squeezer.recipe.configs import Activations, PruneStage, QuantizerChoice
 from squeezer.recipe.loader import check_strategy, checked_schedule
 from squeezer.registry import Registry
 
@@ -74,12 +76,24 @@ def _quantizer_choice(spec: StrategySpec | QuantizerChoice, registry: Registry) 
     return choice
 
 
+def _activations(spec: int | Activations | None) -> Activations | None:
+    if spec is None or isinstance(spec, Activations):
+        return spec
+    try:
+        return Activations(bits=spec)
+    except (TypeError, ValueError):
+        raise ConfigError(f"activations: must be bits in 2..8 or an Activations, got {spec!r}") from None
+
+
 class Compression:
     """Pruning schedule, masks and quantizers on ``model``, driven from your own training loop.
 
     ``importance``, ``schedule``, ``quantizer`` and ``distillation`` name registered strategies,
     with options as ``(name, {option: value})``; ``quantizer=None`` prunes without quantizing, and
     a :class:`~squeezer.recipe.configs.QuantizerChoice` adds per-layer overrides (as in a recipe).
+    ``activations`` (bits, or an :class:`~squeezer.recipe.configs.Activations` with overrides)
+    quantizes the compressed layers' inputs with LSQ, as a recipe's ``activations`` does; pass
+    :meth:`attach` a few training inputs to calibrate them on.
     ``task`` names what is trained (a registered task: ``classification``, ``language_model``,
     ``regression``); :meth:`mutual_loss` and :meth:`loss` use it. ``scope`` and ``min_density``
     mean what they mean in a recipe's prune stage (same defaults).
@@ -96,6 +110,7 @@ class Compression:
         importance: StrategySpec = "lamp",
         schedule: StrategySpec = ("geometric", {"target": 0.9, "rounds": 4}),
         quantizer: StrategySpec | QuantizerChoice | None = None,
+        activations: int | Activations | None = None,
         distillation: StrategySpec = "hinton",
         task: StrategySpec = "classification",
         scope: str = "global",
@@ -129,6 +144,7 @@ class Compression:
         self.quantizer: QuantizerChoice | None = None
         if quantizer is not None:
             self.quantizer = _quantizer_choice(quantizer, registry)
+        self.activations = _activations(activations)
         self.pruner = Pruner(model=model, registry=registry, importance=self.importance,
                              importance_source=f"importance {self.importance_name!r}", schedule=self.schedule,
                              scope=scope, min_density=min_density, quantizer=self.quantizer)
@@ -144,17 +160,34 @@ class Compression:
         self.steps = 0
 
     # --- Phase 1 --------------------------------------------------------------------------
-    def attach(self) -> compress.Resolution:
+    def attach(self, calibration: Iterable[Any] | None = None) -> compress.Resolution:
         """Put a (dense) mask on every targeted weight, and its quantizer, pending until the first
         pruning round; idempotent. Returns what was targeted.
 
-        Build the optimizer after this: every parameter compression trains exists now, so nothing
-        joins the optimizer later (an optimizer built before still works: the quantizers'
-        parameters join it as a new param group at the first round).
+        With ``activations``, the compressed layers' inputs get LSQ quantizers too, calibrated on
+        ``calibration`` (required then: model inputs, e.g. the inputs of a few training batches;
+        at most ``calibration_batches`` are used). Build the optimizer after this: every parameter
+        compression trains exists now, so nothing joins the optimizer later (an optimizer built
+        before still works: the quantizers' parameters join it as a new param group at the first
+        round; activation steps it does not know are not trained).
         """
         resolution = compress.attach(self.model, self.targets)
         if self.quantizer is not None:
             attach_pending_quantizers(self.model, self.registry, self.quantizer, "quantizer", on=False)
+        if self.activations is not None and not activation_quantizers(self.model):
+            if calibration is None:
+                raise ConfigError("activations: attach(calibration=...) needs a few training inputs to calibrate "
+                                  "the activation steps on")
+            inputs = calibration
+
+            def run(n: int) -> Iterable[None]:
+                for i, x in enumerate(inputs):
+                    if i >= n:
+                        return
+                    forward(self.model, x)
+                    yield None
+
+            attach_activations(self.model, self.activations, run, "activations")
         return resolution
 
     @property
