@@ -10,19 +10,21 @@ from torch import nn
 
 from squeezer import compress
 from squeezer.compress.weight import compressed_weights
+from squeezer.engine.activations import CHILD_NAME as ACTIVATION_CHILD
 from squeezer.engine.quantizers import quantizer_parameters
 
 
 def split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter], list[nn.Parameter]]:
     """Model parameters split into compressed weights' stored originals, quantizer parameters
-    (inside a parametrization, e.g. LSQ step sizes), and everything else."""
+    (inside a parametrization, e.g. LSQ step sizes, and the activation quantizers' steps), and
+    everything else."""
     originals: list[nn.Parameter] = []
     quantizer: list[nn.Parameter] = []
     others: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if name.endswith(".original") or name == "original":
             originals.append(p)
-        elif "parametrizations." in name:
+        elif "parametrizations." in name or ACTIVATION_CHILD in name.split(".")[:-1]:
             quantizer.append(p)
         else:
             others.append(p)

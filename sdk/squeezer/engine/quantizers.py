@@ -11,6 +11,7 @@ from torch import nn
 from squeezer import compress
 from squeezer.compress.targets import strip_wrappers
 from squeezer.compress.weight import compressed_weights
+from squeezer.engine.activations import CHILD_NAME as ACTIVATION_CHILD
 from squeezer.recipe.configs import QuantizerChoice
 from squeezer.registry import Registry
 
@@ -51,6 +52,10 @@ def attach_pending_quantizers(model: nn.Module, registry: Registry, choice: Quan
 
 
 def quantizer_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The trainable parameters of every quantizer of ``model``, pending or on."""
-    return [q for _, p in compressed_weights(model) if p.fake_quantizer is not None
-            for q in p.fake_quantizer.parameters() if q.requires_grad]
+    """The trainable parameters of every quantizer of ``model``: the weights', pending or on, and
+    the activation quantizers' (their steps learn like the weights' steps: no decay, the lr scale)."""
+    weights = [q for _, p in compressed_weights(model) if p.fake_quantizer is not None
+               for q in p.fake_quantizer.parameters() if q.requires_grad]
+    inputs = [q for name, m in model.named_modules() if name.rpartition(".")[2] == ACTIVATION_CHILD
+              for q in m.parameters() if q.requires_grad]
+    return weights + inputs
