@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -73,3 +74,34 @@ def test_the_default_importance_is_lamp(registry: Registry) -> None:
 
     assert Compression(nn.Linear(2, 2), registry=registry).importance_name == "lamp"
     assert PruneStage(scheduler=Strategy(name="one_shot")).importance.name == "lamp"
+
+
+def head_heavy_on_digits() -> nn.Module:
+    """The digits images (flattened 64 values) through a head of small weights: a recipe factory."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 2000), nn.ReLU(),
+                         nn.Linear(2000, 10))
+
+
+def test_the_recipe_runner_reports_emptied_rows_as_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warning, not an info note: the CLI shows it in yellow and benchmarks keep it."""
+    from squeezer.pipeline.events import Note
+    from squeezer.recipe import parse_recipe
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    recipe = parse_recipe("""
+[model]
+factory = "test_emptied_rows:head_heavy_on_digits"
+[data]
+factory = "squeezer.examples.digits:make_loaders"
+[[stages]]
+type = "prune"
+importance = "l1"
+min_density = 0.0
+scheduler = { name = "one_shot", target = 0.95 }
+epochs_per_round = 0
+""")
+    notes: list[Note] = []
+    squeezer.run(recipe, out=tmp_path / "out", sink=lambda e: notes.append(e) if isinstance(e, Note) else None)
+    emptied = [n for n in notes if "pruned entirely" in n.text]
+    assert emptied and all(n.level == "warning" for n in emptied), notes

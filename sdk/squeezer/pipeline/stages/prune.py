@@ -38,7 +38,7 @@ class PruneRunner(StageRunner):
             model=self.ctx.model, registry=reg, importance=importance, schedule=self.schedule,
             importance_source=f"importance {cfg.importance.name!r} (plugin {plugin!r})",
             scope=cfg.scope, min_density=cfg.min_density, quantizer=cfg.quantizer, quantizer_where=f"{where}.quantizer",
-            warn=lambda message: self.ctx.sink(Note(f"{where}: {message}")),
+            warn=lambda message: self.ctx.sink(Note(f"{where}: {message}", level="warning")),
         )
 
     def epochs(self) -> int:
