@@ -108,7 +108,8 @@ def inspect_command(
     totals.add_row("payload", fmt_bytes(report.payload_bytes), "all tensor bytes")
     totals.add_row("information bound", fmt_bytes(report.bound_bytes),
                    f"payload / bound = {report.ratio:.3f}")
-    totals.add_row("file", fmt_bytes(report.file_bytes), "payload + header")
+    totals.add_row("file", fmt_bytes(report.file_bytes),
+                   f"+ {report.header_bytes:,} B header: {report.file_ratio:.3f}x bound")
     totals.add_row("FP32 dense", fmt_bytes(report.dense_fp32_bytes),
                    f"{report.compression:.1f}x the file size")
     console.print(totals)

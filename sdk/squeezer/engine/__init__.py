@@ -6,7 +6,10 @@ your own loop, the Lightning and Hugging Face callbacks) applies the same way.
   forgetting optimizer state at pruned entries;
 - :mod:`.quantizers`: choosing each weight's quantizer (per-layer overrides) and attaching it;
 - :mod:`.pruner`: a pruning round on the schedule;
-- :mod:`.mutual`: PQK Phase 2's optimizer groups and mutual loss.
+- :mod:`.activations`: LSQ quantizers on the compressed layers' inputs, chosen, calibrated and attached;
+- :mod:`.mutual`: PQK Phase 2's optimizer groups and mutual loss;
+- :mod:`.task`: the run's task (loss, distillation positions, metric) with its contract checked;
+- :mod:`.schedule`: a recipe's stages on one epoch counter (when rounds and Phase 2 happen).
 
 Drivers decide *when* to call these; the engine decides *what* happens. It knows no stages,
 recipes files or progress rendering.
