@@ -411,3 +411,13 @@ def test_plugin_and_package_do_not_import_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_kl_a_few_ulps_below_zero_is_not_called_negative() -> None:
+    """The draw that once failed CI: Hinton KD at T = 4 on nearly equal tiny logits gave -1.0005e-6."""
+    from squeezer.testing import check_distillation_loss
+    from squeezer_distill.losses import HintonKD
+
+    s, t = torch.tensor([[0.0048, -0.0018]]), torch.tensor([[0.0013, -0.0043]])
+    assert HintonKD()(s, t).item() > -1e-5
+    check_distillation_loss(HintonKD, max_examples=50)

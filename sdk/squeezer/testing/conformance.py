@@ -422,7 +422,9 @@ def check_distillation_loss(
         _require(loss.is_floating_point(), label, f"{where}: loss dtype {loss.dtype} is not floating")
         _require(bool(torch.isfinite(loss)), label, f"{where}: loss {loss.item()} is not finite")
         if nonnegative:
-            _require(loss.item() >= -1e-6, label, f"{where}: loss {loss.item()} is negative")
+            # float32 rounding leaves a KL of near-identical distributions a few ulps below 0,
+            # scaled by T**2 in Hinton's loss (-1.0005e-6 at T = 4 was seen): not a broken rule
+            _require(loss.item() >= -1e-5, label, f"{where}: loss {loss.item()} is negative")
         _require(loss.requires_grad, label, f"{where}: the loss does not depend on the student's logits")
         loss.backward()
         _require(student.grad is not None, label, f"{where}: no gradient reaches the student's logits")
