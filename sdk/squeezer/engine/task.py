@@ -10,7 +10,7 @@ result that breaks the contract is the plugin's, named in a :class:`PluginError`
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -108,10 +108,3 @@ def add_stats(total: dict[str, float], stats: Mapping[str, float]) -> None:
     """Add one batch's statistics into ``total`` (a task's statistics are sums)."""
     for key, value in stats.items():
         total[key] = total.get(key, 0.0) + value
-
-
-def summed(batches: Iterable[Mapping[str, float]]) -> dict[str, float]:
-    total: dict[str, float] = {}
-    for stats in batches:
-        add_stats(total, stats)
-    return total
