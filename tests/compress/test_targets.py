@@ -162,33 +162,6 @@ def test_target_list_matching_nothing_raises(targets: Targets) -> None:
         compress.attach(named_net(), targets)
 
 
-def test_tied_weights_are_left_uncompressed_with_a_note() -> None:
-    class Tied(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.embed = nn.Embedding(10, 4)
-            self.mid = nn.Linear(4, 4)
-            self.head = nn.Linear(4, 10, bias=False)
-            self.head.weight = self.embed.weight  # as GPT-2's lm_head and token embedding
-
-    model = Tied()
-    resolution = compress.attach(model, Targets(types=("Linear", "Embedding")))
-    assert resolution.targets == ("mid.weight",)
-    reasons = {s.name: s.reason for s in resolution.skipped}
-    assert "shared with head.weight" in reasons["embed"] and "shared with embed.weight" in reasons["head"]
-    assert model.head.weight is model.embed.weight  # the tie is untouched
-    with pytest.raises(TargetError, match=r"matched no parameter.*skipped head: weight is shared with embed\.weight"):
-        compress.attach(Tied(), Targets(include=("head",)))
-
-
-def test_a_module_used_twice_is_left_uncompressed() -> None:
-    shared = nn.Linear(3, 3)
-    model = nn.Sequential(shared, nn.ReLU(), shared, nn.Linear(3, 2))
-    resolution = compress.attach(model)
-    assert resolution.targets == ("3.weight",)
-    assert any("shared with 2.weight" in s.reason for s in resolution.skipped)
-
-
 @pytest.mark.parametrize("wrap", ["weight_norm", "spectral_norm", "orthogonal", "legacy_weight_norm"])
 def test_weights_under_another_parametrization_are_left_uncompressed(wrap: str) -> None:
     """wav2vec2's positional convolution carries torch's weight_norm; composing with another

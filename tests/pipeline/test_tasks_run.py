@@ -71,10 +71,12 @@ def test_language_model_trains_on_shifted_tokens_and_reports_perplexity(tmp_path
     assert ppl == pytest.approx(result.accuracy, rel=1e-6)
 
 
-def test_a_hugging_face_gpt2_language_model_compresses_around_its_tied_head(tmp_path: Path) -> None:
-    """GPT-2 from a tiny config through the whole recipe: its Conv1D layers are compressed, the
-    lm_head tied to the token embedding is left uncompressed (and named), perplexity is reported."""
+def test_a_hugging_face_gpt2_language_model_compresses_its_tied_head_once(tmp_path: Path) -> None:
+    """GPT-2 from a tiny config through the whole recipe: its Conv1D layers are compressed, and the
+    lm_head tied to the token embedding once (one mask and quantizer, stored once, tied on reload)."""
     pytest.importorskip("transformers")
+    import task_models
+
     notes: list[str] = []
     registry = squeezer.load_registry()
     text = RECIPE.format(task='"language_model"', model="make_gpt2", data="make_lm_loaders", kd="hinton")
@@ -83,8 +85,17 @@ def test_a_hugging_face_gpt2_language_model_compresses_around_its_tied_head(tmp_
                  sink=lambda e: notes.append(getattr(e, "text", "")))
     assert result.metric == "perplexity" and result.accuracy < 6.0  # chance: 12
     paths = [path for path, *_ in result.layers]
-    assert len(paths) == 8 and all(".c_" in p for p in paths)  # attention and MLP Conv1D weights
-    assert any("lm_head" in n and "tied weights are left uncompressed" in n for n in notes), notes
+    assert paths[0] == "transformer.wte.weight" and len(paths) == 9
+    assert all(".c_" in p for p in paths[1:])  # attention and MLP Conv1D weights
+    assert any("transformer.wte.weight is tied to lm_head.weight: compressed once" in n for n in notes), notes
+    assert result.artifact is not None
+    loaded = squeezer.load(result.artifact, task_models.make_gpt2())
+    assert loaded.lm_head.weight is loaded.transformer.wte.weight
+    _, numel, nonzeros, bits = result.layers[0]
+    assert int(loaded.lm_head.weight.count_nonzero()) <= nonzeros < numel and bits == 8  # code 0 is kept too
+    task = squeezer.engine.task.RunTask.create(registry, "language_model")
+    _, ppl = evaluate(loaded, task_models.make_lm_loaders()[1], torch.device("cpu"), task)
+    assert ppl == pytest.approx(result.accuracy, rel=1e-5)
 
 
 def test_regression_reports_r2(tmp_path: Path) -> None:

@@ -36,11 +36,13 @@ CASES: dict[str, tuple[dict[str, str], type[SqueezerError], tuple[str, ...]]] = 
                             ("matched no parameter", "exclude=['*']")),
     "unknown module type": (dict(model="tiny", targets='[targets]\ntypes = ["Lineer"]'), TargetError,
                             ("types=['Lineer']",)),
-    # tied weights are left uncompressed (a note names them); targets that match only them match nothing
-    "tied weights": (dict(model="tied", targets='[targets]\ninclude = ["1", "3"]'), TargetError,
-                     ("matched no parameter", "1: weight is shared with 3.weight", "tied")),
-    "tied weights, quantize only": (dict(model="tied", stage=QUANTIZE, targets='[targets]\ninclude = ["1", "3"]'),
-                                    TargetError, ("matched no parameter", "shared with 3.weight")),
+    # a weight tied to an excluded path is left uncompressed (named); targets matching only it match nothing
+    "tied to an excluded weight": (dict(model="tied", targets='[targets]\ninclude = ["1"]\nexclude = ["3"]'),
+                                   TargetError, ("matched no parameter", "1: weight is tied to 3.weight",
+                                                 "excluded")),
+    "tied to an excluded weight, quantize only": (
+        dict(model="tied", stage=QUANTIZE, targets='[targets]\ninclude = ["1"]\nexclude = ["3"]'),
+        TargetError, ("matched no parameter", "tied to 3.weight")),
     "integer parameter by glob": (dict(model="int_param", targets='[targets]\nparameters = ["*.codes"]'),
                                   TargetError, ("fc.codes", "floating-point", "int64")),
     "NaN weight": (dict(model="bad_weight", options='value = "nan"'), TargetError, ("3.weight", "NaN or Inf")),
@@ -72,7 +74,8 @@ def _cli(*args: Any) -> Any:
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
-@pytest.mark.parametrize("case", ["no prunable layer", "tied weights", "NaN weight", "integer parameter by glob"])
+@pytest.mark.parametrize("case", ["no prunable layer", "tied to an excluded weight", "NaN weight",
+                                  "integer parameter by glob"])
 def test_bad_model_through_the_cli(tmp_path: Path, case: str) -> None:
     """Found while the run is under way (after the model was built): exit 1, one line, no files."""
     kwargs, _, needles = CASES[case]
@@ -86,12 +89,17 @@ def test_bad_model_through_the_cli(tmp_path: Path, case: str) -> None:
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*"))
 
 
-def test_tied_weights_are_left_uncompressed_and_named(tmp_path: Path) -> None:
+def test_tied_weights_are_compressed_once_and_named(tmp_path: Path) -> None:
     notes: list[str] = []
     result = squeezer.run(parse_recipe(recipe_text(model="tied")), out=tmp_path / "out",
                           sink=lambda e: notes.append(getattr(e, "text", "")))
-    assert [path for path, *_ in result.layers] == ["5.weight"]
-    assert any("skipped 1: weight is shared with 3.weight" in n for n in notes), notes
+    assert [path for path, *_ in result.layers] == ["1.weight", "5.weight"]
+    assert any("1.weight is tied to 3.weight: compressed once" in n for n in notes), notes
+    assert result.artifact is not None
+    import helpers
+
+    loaded = squeezer.load(result.artifact, helpers.tied())
+    assert loaded[3].weight is loaded[1].weight
 
 
 def test_a_factory_that_raises_is_a_config_error(tmp_path: Path) -> None:

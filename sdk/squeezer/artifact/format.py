@@ -83,6 +83,8 @@ LAYER_FIELDS = frozenset(
         "quantizer",
     }
 )
+#: layer fields a writer leaves out when empty: ``aliases``, the other paths of a tied weight
+OPTIONAL_LAYER_FIELDS = frozenset({"aliases"})
 STATE_FIELDS = frozenset({"name", "shape", "dtype"})
 #: record fields a writer leaves out when empty
 OPTIONAL_RECORD_FIELDS = frozenset({"activations"})
@@ -328,11 +330,16 @@ def validate(doc: Any) -> dict[str, Any]:
     if not isinstance(doc["layers"], list) or not isinstance(doc["state"], list):
         raise ValueError("record.layers and record.state must be lists")
     names: set[str] = set()
+    n_names = len(doc["state"])
     for i, layer in enumerate(doc["layers"]):
         where = f"record.layers[{i}]"
-        _fields(layer, LAYER_FIELDS, where)
+        _fields(layer, LAYER_FIELDS | (OPTIONAL_LAYER_FIELDS & set(layer)) if isinstance(layer, dict)
+                else LAYER_FIELDS, where)
         _validate_layer(layer, where)
+        aliases = _aliases(layer, where)
         names.add(layer["path"])
+        names.update(aliases)
+        n_names += 1 + len(aliases)
     for i, entry in enumerate(doc["state"]):
         where = f"record.state[{i}]"
         _fields(entry, STATE_FIELDS, where)
@@ -342,7 +349,7 @@ def validate(doc: Any) -> dict[str, Any]:
         if not isinstance(entry["dtype"], str) or entry["dtype"] not in DTYPES:
             raise ValueError(f"{where}.dtype {entry['dtype']!r} is not supported")
         names.add(entry["name"])
-    if len(names) != len(doc["layers"]) + len(doc["state"]):
+    if len(names) != n_names:
         raise ValueError("the record names some tensor twice")
     _validate_activations(doc, names)
     return doc
@@ -436,6 +443,17 @@ def _validate_layer(layer: Mapping[str, Any], where: str) -> None:
         raise ValueError(f"{where}.quantizer must be null or an object with 'name' and 'options'")
 
 
+def _aliases(layer: Mapping[str, Any], where: str) -> list[str]:
+    """The other paths of a tied layer (its weight is stored once, loaded at each path)."""
+    if "aliases" not in layer:
+        return []
+    aliases = layer["aliases"]
+    if not isinstance(aliases, list) or not aliases or not all(
+            isinstance(a, str) and a and "/" not in a for a in aliases):
+        raise ValueError(f"{where}.aliases must be a non-empty list of paths without '/' (left out when none)")
+    return aliases
+
+
 def _prod(shape: list[int]) -> int:
     n = 1
     for d in shape:
@@ -504,6 +522,7 @@ def split(doc: Mapping[str, Any], payload: torch.Tensor) -> dict[str, torch.Tens
 
 def decoded_bytes(doc: Mapping[str, Any]) -> list[tuple[str, int]]:
     """``(name, bytes)`` of every entry of the state dict that decoding ``doc`` produces."""
+    # a tied layer decodes to one tensor, loaded at each of its paths
     out = [(layer["path"], layer["numel"] * DTYPES[layer["dtype"]].itemsize) for layer in doc["layers"]]
     out += [(s["name"], _prod(s["shape"]) * DTYPES[s["dtype"]].itemsize) for s in doc["state"]]
     out += [(activation_key(a["module"]), 4 * 8 + 1) for a in doc.get("activations", ())]

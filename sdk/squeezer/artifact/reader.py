@@ -29,7 +29,7 @@ from squeezer.artifact import format as fmt
 from squeezer.artifact.bitpack import packed_size, unpack_bits
 from squeezer.artifact.maskcode import MaskCode, MaskCodeError, decode_mask
 from squeezer.compress.weight import compressed_weights
-from squeezer.errors import ArtifactError
+from squeezer.errors import ArtifactError, TargetError
 from squeezer.factories import build_module
 from squeezer.recipe.configs import Factory
 from squeezer.trust import Trust, merged
@@ -202,7 +202,10 @@ def load_state_dict(path: StrPath) -> dict[str, torch.Tensor]:
 
 
 def _state_dict(art: Artifact) -> dict[str, torch.Tensor]:
-    out = {layer["path"]: decode_layer(art, layer) for layer in art.meta["layers"]}
+    out: dict[str, torch.Tensor] = {}
+    for layer in art.meta["layers"]:
+        weight = decode_layer(art, layer)
+        out.update(dict.fromkeys((layer["path"], *layer.get("aliases", ())), weight))
     out.update({entry["name"]: decode_state(art, entry) for entry in art.meta["state"]})
     for act in art.meta.get("activations", ()):
         out.update(fmt.activation_state(act, art.tensors[fmt.activation_key(act["module"])]))
@@ -242,6 +245,7 @@ def load_into(art: Artifact, model: nn.Module) -> nn.Module:
             "(this one has compressed weights)"
         )
     check_fits(art, model)
+    _restore_ties(art, model)
     _restore_activations(art, model)
     try:
         model.load_state_dict(_state_dict(art), strict=True)
@@ -250,11 +254,33 @@ def load_into(art: Artifact, model: nn.Module) -> nn.Module:
     return model.eval()
 
 
+def _restore_ties(art: Artifact, model: nn.Module) -> None:
+    """Tie the paths of each tied layer to one parameter (a fresh model usually ties them itself),
+    and refuse a model that ties stored layers the artifact keeps apart: loading would put two
+    weights into one parameter."""
+    from squeezer.compress.model import parameter_paths, tie
+    from squeezer.compress.targets import get_submodule_and_attr
+
+    for layer in art.meta["layers"]:
+        aliases = layer.get("aliases", [])
+        try:
+            tie(model, layer["path"], aliases)
+        except TargetError as e:
+            raise ArtifactError(f"{art.path}: artifact does not fit the model ({e})") from None
+        module, attr = get_submodule_and_attr(model, layer["path"])
+        held = parameter_paths(model, getattr(module, attr))
+        extra = sorted(set(held) - {layer["path"], *aliases})
+        if extra:
+            raise ArtifactError(f"{art.path}: the model ties {layer['path']} to {', '.join(extra)}, which the "
+                                "artifact stores apart; build the model it was written from")
+
+
 def check_fits(art: Artifact, model: nn.Module) -> None:
     """Raise unless the artifact claims exactly ``model``'s state (names and shapes); reads only
     the metadata, so a file claiming huge layers is refused before anything is allocated. The
     activation quantizers it records are not compared: :func:`load_into` adds them to the model."""
-    claimed = {layer["path"]: tuple(layer["shape"]) for layer in art.meta["layers"]}
+    claimed = {path: tuple(layer["shape"]) for layer in art.meta["layers"]
+               for path in (layer["path"], *layer.get("aliases", ()))}
     claimed.update({entry["name"]: tuple(entry["shape"]) for entry in art.meta["state"]})
     own = {name: tuple(t.shape) for name, t in model.state_dict().items()}
     for act in art.meta.get("activations", ()):

@@ -21,7 +21,7 @@ from squeezer.artifact.codes import checked_codes
 from squeezer.artifact.maskcode import encode_mask
 from squeezer.artifact.report import ArtifactReport, build_report
 from squeezer.compress.model import original
-from squeezer.compress.weight import CompressedWeight, compressed_weights
+from squeezer.compress.weight import CompressedWeight, compressed_weights, weight_aliases
 from squeezer.errors import ArtifactError, PluginError
 
 StrPath = str | os.PathLike[str]
@@ -54,13 +54,14 @@ def export(
     tensors: dict[str, torch.Tensor] = {}
     layers: list[dict[str, Any]] = []
     skip_prefixes: list[str] = []
+    aliases = weight_aliases(model)
     with torch.no_grad():
         for p_path, p in compressed_weights(model):
-            module_name, _, attr = p_path.rpartition(".")
-            skip_prefixes.append(
-                f"{module_name}.parametrizations.{attr}." if module_name else f"parametrizations.{attr}."
-            )
+            # a tied weight is stored once: its other paths' state (the same tensors) is skipped too
+            skip_prefixes += [_parametrization_prefix(path) for path in (p_path, *aliases.get(p_path, ()))]
             layers.append(_layer(model, p_path, p, tensors, store_dtype))
+            if p_path in aliases:
+                layers[-1]["aliases"] = list(aliases[p_path])
         activations = _activations(model, tensors, target)
         skip_prefixes += [fmt.activation_prefix(entry["module"]) for entry in activations]
         state = _state(model.state_dict(), skip_prefixes, tensors, store_dtype, target)
@@ -80,6 +81,12 @@ def export(
     nbytes = {name: t.numel() * t.element_size() for name, t in tensors.items()}
     meta = {"format": fmt.FORMAT_NAME, "version": fmt.FORMAT_VERSION, **record}
     return build_report(target, meta, nbytes, len(data))
+
+
+def _parametrization_prefix(path: str) -> str:
+    """The state-dict prefix of the parametrization at parameter ``path``."""
+    module_name, _, attr = path.rpartition(".")
+    return f"{module_name}.parametrizations.{attr}." if module_name else f"parametrizations.{attr}."
 
 
 def _from_numpy(a: np.ndarray) -> torch.Tensor:

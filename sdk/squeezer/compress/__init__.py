@@ -18,7 +18,7 @@ _LAZY = {
          "restore", "sparsity", "spec", "switch_on_quantizers"),
         "squeezer.compress.model",
     ),
-    **dict.fromkeys(("CompressedWeight", "compressed_weights", "view"), "squeezer.compress.weight"),
+    **dict.fromkeys(("CompressedWeight", "compressed_weights", "view", "weight_aliases"), "squeezer.compress.weight"),
 }
 
 if TYPE_CHECKING:
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
         spec,
         switch_on_quantizers,
     )
-    from squeezer.compress.weight import CompressedWeight, compressed_weights, view
+    from squeezer.compress.weight import CompressedWeight, compressed_weights, view, weight_aliases
 
 
 def __getattr__(name: str) -> Any:
@@ -68,4 +68,5 @@ __all__ = [
     "spec",
     "switch_on_quantizers",
     "view",
+    "weight_aliases",
 ]

@@ -12,7 +12,7 @@ from torch.nn.utils import parametrize
 
 from squeezer.compress.selection import global_masks, layer_mask
 from squeezer.compress.targets import Resolution, Targets, get_submodule_and_attr, resolve
-from squeezer.compress.weight import CompressedWeight, compressed_weights
+from squeezer.compress.weight import CompressedWeight, compressed_weights, weight_aliases
 from squeezer.errors import ArtifactError, PluginError, SqueezerError, TargetError
 
 
@@ -27,8 +27,14 @@ def attach(model: nn.Module, targets: Targets | None = None) -> Resolution:
 
 
 def attach_paths(model: nn.Module, paths: Sequence[str]) -> None:
-    """Parametrize the weights at the given parameter paths (see :func:`attach`)."""
-    done = dict(compressed_weights(model))
+    """Parametrize the weights at the given parameter paths (see :func:`attach`).
+
+    A tied weight (one parameter at several paths) is compressed once: one
+    :class:`CompressedWeight` (one mask, one quantizer) is registered at every path that holds it,
+    so every module that uses it sees the same student weight.
+    """
+    done = {path for path, _ in compressed_weights(model)}
+    done |= {alias for aliases in weight_aliases(model).values() for alias in aliases}
     for path in paths:
         if path in done:
             continue
@@ -36,11 +42,47 @@ def attach_paths(model: nn.Module, paths: Sequence[str]) -> None:
         weight = getattr(module, attr)
         if not isinstance(weight, torch.Tensor) or not weight.is_floating_point():
             raise TargetError(f"{path}: only floating-point weights can be compressed, got {weight.dtype}")
-        if _is_tied(model, weight, path):
-            raise TargetError(f"{path}: weight is shared with another module (tied weights are not supported)")
-        parametrize.register_parametrization(module, attr, CompressedWeight(weight), unsafe=True)
-        _cache_within_forward(module)
-        _copyable_rnn(module)
+        shared = CompressedWeight(weight)
+        for alias in parameter_paths(model, weight):
+            owner, name = get_submodule_and_attr(model, alias)
+            if parametrize.is_parametrized(owner, name):
+                raise TargetError(f"{path}: the weight is tied to {alias}, which already has a parametrization")
+            parametrize.register_parametrization(owner, name, shared, unsafe=True)
+            _cache_within_forward(owner)
+            _copyable_rnn(owner)
+            done.add(alias)
+
+
+def parameter_paths(model: nn.Module, weight: torch.Tensor) -> list[str]:
+    """Every path at which ``model`` holds the parameter ``weight`` (several when it is tied), in
+    module order; a module registered under two names counts once (its first name)."""
+    paths: list[str] = []
+    seen: set[tuple[int, str]] = set()
+    for module_name, module in model.named_modules(remove_duplicate=False):
+        for attr, p in module._parameters.items():
+            if p is weight and (id(module), attr) not in seen:
+                seen.add((id(module), attr))
+                paths.append(f"{module_name}.{attr}" if module_name else attr)
+    return paths
+
+
+def tie(model: nn.Module, path: str, aliases: Sequence[str]) -> None:
+    """Make each path in ``aliases`` hold the parameter at ``path`` (a tie a model lacks is made;
+    one it has is left as it is). Raises a :class:`TargetError` naming a path that does not fit."""
+    module, attr = get_submodule_and_attr(model, path)
+    shared = getattr(module, attr, None)
+    for alias in aliases:
+        try:
+            owner, name = get_submodule_and_attr(model, alias)
+        except AttributeError:
+            raise TargetError(f"{alias}: the model has no such module (it should be tied to {path})") from None
+        current = getattr(owner, name, None)
+        if current is shared:
+            continue
+        if not isinstance(current, nn.Parameter) or not isinstance(shared, nn.Parameter) \
+                or current.shape != shared.shape:
+            raise TargetError(f"{alias}: cannot be tied to {path} (it must be a parameter of the same shape)")
+        setattr(owner, name, shared)
 
 
 def _copyable_rnn(module: nn.Module) -> None:
@@ -97,11 +139,6 @@ def _cache_within_forward(module: nn.Module) -> None:
 
     cls.forward = forward
     cls._squeezer_cached_forward = True  # type: ignore[attr-defined]
-
-
-def _is_tied(model: nn.Module, weight: torch.Tensor, path: str) -> bool:
-    names = [n for n, p in model.named_parameters(remove_duplicate=False) if p is weight]
-    return len(names) > 1
 
 
 def original(model: nn.Module, path: str) -> torch.Tensor:
@@ -323,11 +360,20 @@ def sparsity(model: nn.Module) -> float:
 
 
 def bake(model: nn.Module) -> nn.Module:
-    """Remove the parametrizations, leaving the student's weights ``Q(W ⊙ M)`` as plain parameters."""
+    """Remove the parametrizations, leaving the student's weights ``Q(W ⊙ M)`` as plain parameters
+    (a tied weight stays tied: one parameter at all of its paths)."""
+    aliases = weight_aliases(model)
     for path, _ in list(compressed_weights(model)):
         module, attr = get_submodule_and_attr(model, path)
         _own_class(module)
         parametrize.remove_parametrizations(module, attr, leave_parametrized=True)
+        for alias in aliases.get(path, ()):
+            owner, name = get_submodule_and_attr(model, alias)
+            _own_class(owner)
+            if parametrize.is_parametrized(owner, name):  # not a layer used twice, removed above
+                # the stored tensor holds the baked value now (remove_parametrizations set it in place)
+                parametrize.remove_parametrizations(owner, name, leave_parametrized=False)
+        tie(model, path, aliases.get(path, ()))
     return model
 
 
@@ -347,17 +393,22 @@ SPEC_VERSION = 1
 
 
 def spec(model: nn.Module) -> dict[str, Any]:
-    """JSON-able description of the compression structure (which weights, which quantizers).
+    """JSON-able description of the compression structure (which weights, which quantizers, and
+    the other paths of tied weights).
 
     With :func:`restore` it rebuilds the same structure on a fresh model, so that a
     ``state_dict`` (masks, step sizes) loads into it.
     """
     items = list(compressed_weights(model))
-    return {
+    out: dict[str, Any] = {
         "version": SPEC_VERSION,
         "weights": [path for path, _ in items],
         "quantizers": {path: p.quantizer_spec for path, p in items if p.quantizer is not None},
     }
+    aliases = weight_aliases(model)
+    if aliases:
+        out["aliases"] = {path: list(others) for path, others in aliases.items()}
+    return out
 
 
 def restore(model: nn.Module, structure: Mapping[str, Any], registry: Any) -> None:
@@ -366,7 +417,11 @@ def restore(model: nn.Module, structure: Mapping[str, Any], registry: Any) -> No
     if version != SPEC_VERSION:
         raise ArtifactError(f"compression structure: format version {version!r}, this squeezer reads "
                             f"version {SPEC_VERSION}")
+    aliases: Mapping[str, Sequence[str]] = structure.get("aliases", {})
+    for path, others in aliases.items():
+        tie(model, path, others)
     attach_paths(model, list(structure["weights"]))
+    check_ties(model, aliases, "compression structure")
     quantizers: Mapping[str, Any] = structure.get("quantizers", {})
 
     def choose(path: str) -> tuple[str, Any] | None:
@@ -376,3 +431,13 @@ def restore(model: nn.Module, structure: Mapping[str, Any], registry: Any) -> No
         return entry["name"], registry.create("quantizer", entry["name"], entry["options"], where=path)
 
     attach_quantizers(model, choose)
+
+
+def check_ties(model: nn.Module, expected: Mapping[str, Sequence[str]], where: str) -> None:
+    """Raise an :class:`ArtifactError` unless the model's tied compressed weights are exactly
+    ``expected`` (a tie the record lacks would load two stored weights into one parameter)."""
+    found = {path: list(others) for path, others in weight_aliases(model).items()}
+    wanted = {path: list(others) for path, others in expected.items()}
+    if found != wanted:
+        raise ArtifactError(f"{where}: the model ties {found or 'no compressed weights'}, "
+                            f"the record {wanted or 'none'}; build the model it was written from")

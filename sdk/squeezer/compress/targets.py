@@ -94,6 +94,11 @@ def _matches(name: str, patterns: tuple[str, ...]) -> str | None:
     return next((p for p in patterns if fnmatch.fnmatchcase(name, p)), None)
 
 
+def _excluded(path: str, patterns: tuple[str, ...]) -> str | None:
+    """The pattern of ``exclude`` that matches the parameter ``path`` or its module, if any."""
+    return _matches(_owner_and_attr(path)[0], patterns) or _matches(path, patterns)
+
+
 def _owner_and_attr(path: str) -> tuple[str, str]:
     module, _, attr = path.rpartition(".")
     return module, attr
@@ -108,7 +113,6 @@ def resolve(model: nn.Module, targets: Targets) -> Resolution:
     mha = nn.MultiheadAttention
     chosen: list[str] = []
     skipped: list[Skipped] = []
-    tied = _tied_names(model)
     for raw_name, module in model.named_modules():
         if isinstance(module, ParametrizationList):  # holds a parametrized weight's originals: seen at its owner
             continue
@@ -130,13 +134,10 @@ def resolve(model: nn.Module, targets: Targets) -> Resolution:
             by_param = _matches(path, targets.parameters)
             if not (by_type and attr in weights) and not by_param:
                 continue
-            excluded = _matches(name, targets.exclude) or _matches(path, targets.exclude)
+            excluded = _excluded(path, targets.exclude)
             foreign = _foreign_parametrization(plist, attr)
             if excluded:
                 skipped.append(Skipped(label, f"excluded by pattern {excluded!r}"))
-            elif raw_path in tied:
-                others = ", ".join(n for n in tied[raw_path] if n != raw_path)
-                skipped.append(Skipped(label, f"{attr} is shared with {others}: tied weights are left uncompressed"))
             elif foreign:
                 skipped.append(Skipped(label, f"{attr} already has a parametrization ({foreign}, e.g. weight_norm); "
                                               "it is left uncompressed"))
@@ -150,6 +151,14 @@ def resolve(model: nn.Module, targets: Targets) -> Resolution:
                                           "it is left uncompressed"))
         elif not by_type and not any(_matches(f"{name}.{a}", targets.parameters) for a in own):
             skipped.append(Skipped(label, f"type {type(module).__name__} not targeted"))
+    tied = _tied_names(model)
+    for path in list(chosen):  # a weight tied to an excluded path is not compressed at its other paths
+        held_back = [n for n in tied.get(path, ()) if _excluded(strip_wrappers(n), targets.exclude)]
+        if held_back:
+            chosen.remove(path)
+            owner, attr = _owner_and_attr(strip_wrappers(path))
+            skipped.append(Skipped(owner or "<root>", f"{attr} is tied to {', '.join(held_back)}, which is "
+                                                      "excluded: it is left uncompressed"))
     if not chosen:
         why = [f"{s.name}: {s.reason}" for s in skipped if s.reason.endswith("left uncompressed")][:3]
         raise TargetError(

@@ -97,8 +97,31 @@ def _zero_touch(module: nn.Module) -> torch.Tensor | float:
 
 
 def compressed_weights(model: nn.Module) -> Iterator[tuple[str, CompressedWeight]]:
-    """Yield ``(parameter path, parametrization)`` for every compressed weight of ``model``."""
-    for module_name, module in model.named_modules():
+    """Yield ``(parameter path, parametrization)`` for every compressed weight of ``model``, once.
+
+    A tied weight (one tensor used by several modules, such as a language model's token
+    embedding and output head, or a layer used twice) has one parametrization at each of its
+    paths; it is yielded once, under the path met first (see :func:`weight_aliases` for the others).
+    """
+    for path, p, first in _registrations(model):
+        if first:
+            yield path, p
+
+
+def weight_aliases(model: nn.Module) -> dict[str, tuple[str, ...]]:
+    """``path -> its other paths`` for every tied compressed weight (the path is the one
+    :func:`compressed_weights` yields)."""
+    paths: dict[int, list[str]] = {}
+    for path, p, _ in _registrations(model):
+        paths.setdefault(id(p), []).append(path)
+    return {group[0]: tuple(group[1:]) for group in paths.values() if len(group) > 1}
+
+
+def _registrations(model: nn.Module) -> Iterator[tuple[str, CompressedWeight, bool]]:
+    """``(path, parametrization, first time seen)`` for every registration of a compressed weight,
+    and for every name of a module registered under several (a layer used twice)."""
+    seen: set[int] = set()
+    for module_name, module in model.named_modules(remove_duplicate=False):
         parametrizations = getattr(module, "parametrizations", None)
         if parametrizations is None:
             continue
@@ -106,7 +129,8 @@ def compressed_weights(model: nn.Module) -> Iterator[tuple[str, CompressedWeight
             for p in plist:
                 if isinstance(p, CompressedWeight):
                     path = f"{module_name}.{param_name}" if module_name else param_name
-                    yield path, p
+                    yield path, p, id(p) not in seen
+                    seen.add(id(p))
 
 
 @contextmanager

@@ -120,13 +120,14 @@ def _number(v: Any, where: str) -> None:
 
 def check_spec(spec: Any, where: str = "spec") -> None:
     """The structure :func:`squeezer.compress.spec` writes and :func:`squeezer.compress.restore` reads:
-    ``{"weights": [path, ...], "quantizers": {path: {"name": str, "options": {...}}}}``."""
+    ``{"weights": [path, ...], "quantizers": {path: {"name": str, "options": {...}}}}``, and
+    ``"aliases": {path: [other path, ...]}`` when some weight is tied."""
     from squeezer.compress.model import SPEC_VERSION
 
     _object(spec, where)
-    if set(spec) - {"version"} != SPEC_FIELDS:
-        raise ValueError(f"{where} must have exactly the fields 'quantizers' and 'weights' (and 'version'), "
-                         f"got {sorted(spec)}")
+    if set(spec) - {"version", "aliases"} != SPEC_FIELDS:
+        raise ValueError(f"{where} must have exactly the fields 'quantizers' and 'weights' (and 'version', "
+                         f"'aliases'), got {sorted(spec)}")
     version = spec.get("version", SPEC_VERSION)
     if version != SPEC_VERSION:
         raise ValueError(f"{where}: format version {version!r}, this squeezer reads version {SPEC_VERSION}")
@@ -137,6 +138,11 @@ def check_spec(spec: Any, where: str = "spec") -> None:
         _string(path, f"{where}.weights[{i}]")
     if len(set(weights)) != len(weights):
         raise ValueError(f"{where}.weights names a weight twice")
+    for path, others in _object(spec.get("aliases", {}), f"{where}.aliases").items():
+        if path not in weights or not isinstance(others, list) or not others:
+            raise ValueError(f"{where}.aliases[{path!r}] must be a non-empty array for one of {where}.weights")
+        for i, other in enumerate(others):
+            _string(other, f"{where}.aliases[{path!r}][{i}]")
     for path, entry in _object(spec["quantizers"], f"{where}.quantizers").items():
         at = f"{where}.quantizers[{path!r}]"
         if path not in weights:

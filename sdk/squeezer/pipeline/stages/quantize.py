@@ -53,6 +53,8 @@ def attach_targets(ctx: Context) -> None:
         for reason, names in by_reason.items():  # one line per reason: a ResNet has dozens of BatchNorms
             shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
             ctx.sink(Note(f"skipped {shown}: {reason}"))
+        for path, others in compress.weight_aliases(ctx.model).items():
+            ctx.sink(Note(f"{path} is tied to {', '.join(others)}: compressed once (one mask, one quantizer)"))
 
 
 class QuantizeRunner(StageRunner):
