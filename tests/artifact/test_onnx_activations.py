@@ -9,6 +9,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -63,15 +64,19 @@ def test_integer_kernels(tmp_path: Path) -> None:
     assert report.activations == 5 and report.quantized == 5 and report.int4 == 0
     graph = onnx.load(str(target)).graph
     ops = Counter(n.op_type for n in graph.node)
-    assert ops["QuantizeLinear"] == 5 and ops["DequantizeLinear"] == 10
+    # 5 weights, 5 activations, the 2 Linear biases as INT32 at the accumulator's scale
+    assert ops["QuantizeLinear"] == 5 and ops["DequantizeLinear"] == 12
     assert ops["BatchNormalization"] == 0  # folded into the quantized convolutions' scales
+    biases = [i for i in graph.initializer if i.name.endswith("_bias_quantized")]
+    assert len(biases) == 2 and all(i.data_type == onnx.TensorProto.INT32 for i in biases)
     types = {i.name: i.data_type for i in graph.initializer}
     types.update({n.output[0]: n.attribute[0].t.data_type for n in graph.node if n.op_type == "Constant"})
     zero_points = [types[n.input[2]] for n in graph.node if n.op_type == "QuantizeLinear"]
     assert zero_points == [onnx.TensorProto.INT8] + [onnx.TensorProto.UINT8] * 4  # signed input, then ReLUs
-    # onnxruntime runs every convolution and the hidden Linear in integer arithmetic
+    # onnxruntime runs every convolution and both Linears in integer arithmetic (the head: QGemm
+    # with a float output, from the INT32 bias)
     fused = optimized_ops(target, tmp_path)
-    assert fused["QLinearConv"] == 3 and fused["QGemm"] == 1 and fused["Conv"] == 0
+    assert fused["QLinearConv"] == 3 and fused["QGemm"] == 2 and fused["Conv"] == 0 and fused["Gemm"] == 0
     peak = float(model(x).abs().max())
     assert report.rtol == 0 and report.atol == pytest.approx(ACTIVATION_TOLERANCE * peak, rel=0.5)
     assert report.max_abs_diff <= report.atol and report.argmax_rows > 0
@@ -109,3 +114,71 @@ def test_an_activation_quantizer_it_cannot_write_is_refused_by_name(tmp_path: Pa
     with pytest.raises(ArtifactError, match=r"activation quantizer of 3: per-channel activation quantization"):
         export_onnx(model, tmp_path / "model.onnx", x)
     assert os.listdir(tmp_path) == []
+
+
+class _Tap(nn.Module):
+    """Identity: a module whose input an activation quantizer can take (a residual branch)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class _Residual(nn.Module):
+    """conv-BN-ReLU, then conv-BN-ReLU-conv-BN + identity, ReLU; global average pooling; a Linear head
+    (a ResNet basic block: quantizers on the block's input, on the residual branch before the Add,
+    on the pooling's input, as well as on every Conv/Linear input)."""
+
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.block = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                                   nn.ReLU(), nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width))
+        self.entry, self.residual, self.act = _Tap(), _Tap(), nn.ReLU()
+        self.pool, self.head = nn.AdaptiveAvgPool2d(1), nn.Linear(width, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.entry(self.stem(x))  # quantized once: the block's input and the identity
+        h = self.act(self.residual(self.block(h)) + h)
+        out: torch.Tensor = self.head(torch.flatten(self.pool(h), 1))
+        return out
+
+
+def test_residual_add_and_pooling_stay_integer(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model, x = _Residual(), torch.randn(32, 1, 8, 8)
+    model.train()
+    with torch.no_grad():
+        model(x)  # BatchNorm statistics of the data
+    sc.attach(model)
+    sc.prune(model, lambda p, w: w.abs(), 0.5)
+    sc.attach_quantizers(model, lambda p: ("lsq", REGISTRY.create("quantizer", "lsq", {"bits": 8})))
+    lsq_activations.attach_activation_quantizers(model, ["stem.0", "residual"], signed=True)
+    lsq_activations.attach_activation_quantizers(model, ["entry", "block.3", "pool", "head"], signed=False)
+    model.eval()
+    with torch.no_grad():
+        model(x)
+    target = tmp_path / "model.onnx"
+    report = export_onnx(model, target, x)
+    assert report.activations == 6 and report.max_abs_diff <= report.atol
+    ops = Counter(n.op_type for n in onnx.load(str(target)).graph.node)
+    assert ops["ReduceMean"] == 0 and ops["GlobalAveragePool"] == 1  # the same arithmetic
+    fused = optimized_ops(target, tmp_path)
+    assert fused["QLinearConv"] == 3 and fused["QLinearAdd"] == 1 and fused["QLinearGlobalAveragePool"] == 1
+    assert fused["QGemm"] == 1
+    assert not {"Conv", "FusedConv", "Add", "ReduceMean", "GlobalAveragePool", "Gemm"} & set(fused)
+
+
+def test_integer_bias_is_within_half_an_accumulator_step(tmp_path: Path) -> None:
+    from onnx import numpy_helper
+
+    model, x = integer_digits()
+    target = tmp_path / "model.onnx"
+    export_onnx(model, target, x)
+    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(target)).graph.initializer}
+    biases = [m.bias.detach().numpy() for m in model if isinstance(m, nn.Linear)]
+    stems = [name.removesuffix("_quantized") for name in inits if name.endswith("_bias_quantized")]
+    assert len(stems) == 2
+    for stem, bias in zip(stems, biases, strict=True):
+        codes, scale = inits[f"{stem}_quantized"], inits[f"{stem}_scale"]
+        assert codes.dtype == np.int32 and not inits[f"{stem}_zero_point"].any() and (scale > 0).all()
+        assert np.all(np.abs(codes * scale.astype(np.float64) - bias) <= scale / 2 * (1 + 1e-6))

@@ -188,12 +188,27 @@ def _int_bytes(init: Any) -> bytes:
 
 
 def fold_batchnorm(proto: Any, weights: Sequence[QuantizedWeight]) -> dict[str, np.ndarray]:
-    """Fold each ``BatchNormalization`` that alone reads a ``Conv`` of a quantized weight into that
-    weight's scale and the convolution's bias, in place: ``k = gamma / sqrt(var + eps)`` per output
-    channel, ``scale' = scale * k`` (the codes are unchanged: BatchNorm is an affine map per output
-    channel), ``bias' = (bias - mean) * k + beta``. The result is the student's up to float rounding
-    (computed in float64); without it onnxruntime cannot form an integer convolution followed by the
-    next activation's QuantizeLinear. Returns the new scale of every weight folded."""
+    """Prepare a model with quantized activations for onnxruntime's integer kernels, in place:
+
+    1. fold each ``BatchNormalization`` that alone reads a ``Conv`` of a quantized weight into that
+       weight's scale and the convolution's bias: ``k = gamma / sqrt(var + eps)`` per output
+       channel, ``scale' = scale * k`` (the codes are unchanged: BatchNorm is an affine map per
+       output channel), ``bias' = (bias - mean) * k + beta``. The result is the student's up to
+       float rounding (computed in float64); without it onnxruntime cannot form an integer
+       convolution followed by the next activation's QuantizeLinear;
+    2. :func:`global_average_pools` (exact) and 3. :func:`integer_biases` (within half a step of
+       the accumulator per output), which let onnxruntime run global average pooling between
+       quantized activations and a Gemm whose output is not quantized (a classifier head) in
+       integer arithmetic.
+
+    Returns the new scale of every weight folded (step 1)."""
+    folded = _fold_batchnorm(proto, weights)
+    global_average_pools(proto)
+    integer_biases(proto)
+    return folded
+
+
+def _fold_batchnorm(proto: Any, weights: Sequence[QuantizedWeight]) -> dict[str, np.ndarray]:
     from onnx import helper, numpy_helper
 
     graph = proto.graph
@@ -245,6 +260,138 @@ def fold_batchnorm(proto: Any, weights: Sequence[QuantizedWeight]) -> dict[str, 
         del graph.initializer[:]
         graph.initializer.extend(kept)
     return folded
+
+
+def _constant(graph: Any, name: str, inits: dict[str, Any] | None = None) -> np.ndarray | None:
+    """The value of ``name`` when it is an initializer or a ``Constant`` node's output, else None."""
+    from onnx import numpy_helper
+
+    inits = {init.name: init for init in graph.initializer} if inits is None else inits
+    if name in inits:
+        return np.asarray(numpy_helper.to_array(inits[name]))
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output[0] == name:
+            value = next((a for a in node.attribute if a.name == "value"), None)
+            return None if value is None else np.asarray(numpy_helper.to_array(value.t))
+    return None
+
+
+def _rank(proto: Any, name: str) -> int | None:
+    """The rank of the value ``name`` from the graph's value_info (or shape inference), if known."""
+    import onnx
+
+    for value in [*proto.graph.value_info, *proto.graph.input]:
+        if value.name == name and value.type.tensor_type.HasField("shape"):
+            return len(value.type.tensor_type.shape.dim)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto)
+    except Exception:  # shape inference is a hint here: no rank, no rewrite
+        return None
+    for value in inferred.graph.value_info:
+        if value.name == name and value.type.tensor_type.HasField("shape"):
+            return len(value.type.tensor_type.shape.dim)
+    return None
+
+
+def global_average_pools(proto: Any) -> int:
+    """Replace each ``ReduceMean`` over the two spatial axes of a 4-D activation read through
+    ``DequantizeLinear`` by ``GlobalAveragePool`` (followed by ``Squeeze`` of those axes when it
+    did not keep them), in place: the same arithmetic, in the form onnxruntime fuses with its
+    ``DequantizeLinear`` and the next ``QuantizeLinear`` into ``QLinearGlobalAveragePool`` (it has
+    no integer ReduceMean). Returns how many were replaced."""
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    inits = {init.name: init for init in graph.initializer}
+    replaced = 0
+    for node in list(graph.node):
+        if node.op_type != "ReduceMean" or node.domain not in ("", "ai.onnx") or len(node.input) < 2:
+            continue
+        source = producer.get(node.input[0])
+        if source is None or source.op_type != "DequantizeLinear" or source.input[0] in inits:
+            continue
+        axes = _constant(graph, node.input[1], inits)
+        rank = _rank(proto, node.input[0])
+        if axes is None or rank != 4 or sorted(int(a) % 4 for a in axes.reshape(-1)) != [2, 3]:
+            continue
+        keep = next((a.i for a in node.attribute if a.name == "keepdims"), 1)
+        position = list(graph.node).index(node)
+        graph.node.remove(node)
+        if keep:
+            graph.node.insert(position, helper.make_node("GlobalAveragePool", [node.input[0]], [node.output[0]],
+                                                         name=f"{node.name}_GlobalAveragePool"))
+        else:
+            pooled, axes_name = f"{node.output[0]}_pooled", f"{node.output[0]}_spatial_axes"
+            graph.initializer.append(numpy_helper.from_array(np.array([2, 3], dtype=np.int64), axes_name))
+            graph.node.insert(position, helper.make_node("GlobalAveragePool", [node.input[0]], [pooled],
+                                                         name=f"{node.name}_GlobalAveragePool"))
+            graph.node.insert(position + 1, helper.make_node("Squeeze", [pooled, axes_name], [node.output[0]],
+                                                             name=f"{node.name}_Squeeze"))
+        replaced += 1
+        if node.input[1] in inits and not any(node.input[1] in other.input for other in graph.node):
+            graph.initializer.remove(inits.pop(node.input[1]))  # the axes, read by nothing else
+    return replaced
+
+
+def integer_biases(proto: Any) -> int:
+    """Store the float bias of each ``Gemm`` that reads an activation and a weight through
+    ``DequantizeLinear`` (both with zero point 0, the activation per tensor) as INT32 at the
+    accumulator's scale ``s_x * s_w`` (per output channel), read through its own
+    ``DequantizeLinear``, in place: onnxruntime then runs the Gemm as ``QGemm`` with a float
+    output where no ``QuantizeLinear`` follows (a classifier head), instead of dequantizing its
+    input and weight on every run. onnxruntime rounds the bias so itself where a ``QuantizeLinear``
+    follows; the rounding moves each output by at most ``s_x * s_w / 2``. Returns how many."""
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    inits = {init.name: init for init in graph.initializer}
+    consumers = _consumers(graph)
+    changed = 0
+    for gemm in list(graph.node):
+        if gemm.op_type != "Gemm" or gemm.domain not in ("", "ai.onnx") or len(gemm.input) < 3:
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in gemm.attribute}
+        if attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0 or attrs.get("transA", 0):
+            continue
+        dq_x, dq_w = producer.get(gemm.input[0]), producer.get(gemm.input[1])
+        bias_name = gemm.input[2]
+        if (dq_x is None or dq_w is None or dq_x.op_type != "DequantizeLinear" or dq_w.op_type != "DequantizeLinear"
+                or bias_name not in inits or inits[bias_name].data_type != 1 or dq_w.input[0] not in inits
+                or len(consumers.get(bias_name, [])) != 1):
+            continue
+        s_x, s_w = _constant(graph, dq_x.input[1], inits), _constant(graph, dq_w.input[1], inits)
+        z_x = _constant(graph, dq_x.input[2], inits) if len(dq_x.input) > 2 else np.zeros(())
+        z_w = _constant(graph, dq_w.input[2], inits) if len(dq_w.input) > 2 else np.zeros(())
+        if s_x is None or s_w is None or z_x is None or z_w is None or s_x.size != 1 or z_x.any() or z_w.any():
+            continue
+        bias = numpy_helper.to_array(inits[bias_name]).astype(np.float64)
+        channel_axis = 0 if attrs.get("transB", 0) else 1  # of the weight, [N, K] or [K, N]
+        n = inits[dq_w.input[0]].dims[channel_axis]
+        w_axis = next((a.i for a in dq_w.attribute if a.name == "axis"), 1)
+        if bias.shape != (n,) or (s_w.size != 1 and (s_w.shape != (n,) or w_axis != channel_axis)):
+            continue
+        scale = (np.broadcast_to(s_w.astype(np.float64), (n,)) * float(s_x.reshape(()))).astype(np.float32)
+        if not (np.isfinite(scale).all() and (scale > 0).all()):
+            continue
+        codes = np.round(bias / scale.astype(np.float64))
+        if np.abs(codes).max(initial=0) >= 2**31 - 1:
+            continue
+        stem = gemm.output[0]
+        graph.initializer.extend([
+            numpy_helper.from_array(codes.astype(np.int32), f"{stem}_bias_quantized"),
+            numpy_helper.from_array(scale, f"{stem}_bias_scale"),
+            numpy_helper.from_array(np.zeros((n,), dtype=np.int32), f"{stem}_bias_zero_point"),
+        ])
+        node = helper.make_node("DequantizeLinear", [f"{stem}_bias_quantized", f"{stem}_bias_scale",
+                                                     f"{stem}_bias_zero_point"], [f"{stem}_bias"],
+                                name=f"{stem}_bias_DequantizeLinear", axis=0)
+        graph.node.insert(list(graph.node).index(gemm), node)
+        gemm.input[2] = f"{stem}_bias"
+        graph.initializer.remove(inits.pop(bias_name))
+        changed += 1
+    return changed
 
 
 # --- activations -----------------------------------------------------------------------------
