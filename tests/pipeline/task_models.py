@@ -52,8 +52,9 @@ def make_lm() -> nn.Module:
 
 
 def make_lm_loaders(batch_size: int = 32) -> tuple[DataLoader, DataLoader]:
-    g = torch.Generator().manual_seed(0)
-    return (DataLoader(Sequences(512, 1), batch_size=batch_size, shuffle=True, generator=g),
+    # shuffled from torch's global RNG, which the pipeline seeds and checkpoints: a loader with its
+    # own generator would restart its order on resume
+    return (DataLoader(Sequences(512, 1), batch_size=batch_size, shuffle=True),
             DataLoader(Sequences(128, 2), batch_size=batch_size))
 
 

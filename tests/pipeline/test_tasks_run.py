@@ -109,3 +109,22 @@ def test_regression_reports_r2(tmp_path: Path) -> None:
 def test_a_language_model_run_as_classification_names_the_task_to_use(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"model.factory: 'task_models:make_lm' .*language_model"):
         _run(tmp_path, task='"classification"', model="make_lm", data="make_lm_loaders", kd="hinton")
+
+
+@pytest.mark.parametrize("nth", [3, 5])  # mid Phase 1 (between rounds), mid Phase 2 (after the warm-up)
+def test_a_tied_gpt2_resumed_ends_with_the_uninterrupted_artifact(tmp_path: Path, nth: int) -> None:
+    """Checkpoints record the tie (the spec's aliases) and a resumed run rebuilds it on a fresh model."""
+    pytest.importorskip("transformers")
+    from tests.pipeline.test_resume import Crash, _crash_at
+
+    from squeezer.pipeline.events import Checkpointed
+
+    text = RECIPE.format(task='"language_model"', model="make_gpt2", data="make_lm_loaders", kd="hinton")
+    recipe = parse_recipe(text.replace('types = ["Linear", "Embedding", "GRU"]', 'types = ["Linear", "Conv1D"]'))
+    full = run(recipe, out=tmp_path / "full")
+    with pytest.raises(Crash):
+        run(recipe, out=tmp_path / "cut", sink=_crash_at(Checkpointed, nth))
+    resumed = run(recipe, out=tmp_path / "cut", resume=True)
+    artifact = "model.safetensors"
+    assert (tmp_path / "cut" / artifact).read_bytes() == (tmp_path / "full" / artifact).read_bytes()
+    assert resumed.accuracy == full.accuracy
