@@ -128,3 +128,15 @@ def test_a_tied_gpt2_resumed_ends_with_the_uninterrupted_artifact(tmp_path: Path
     artifact = "model.safetensors"
     assert (tmp_path / "cut" / artifact).read_bytes() == (tmp_path / "full" / artifact).read_bytes()
     assert resumed.accuracy == full.accuracy
+
+
+def test_a_loader_with_its_own_generator_is_warned_about(tmp_path: Path) -> None:
+    """Its shuffling order is not in the checkpoint (torch's global RNG is), so resumes are not exact."""
+    from squeezer.pipeline.events import Note
+
+    notes: list[Note] = []
+    text = RECIPE.format(task='"regression"', model="make_regressor", data="make_regression_loaders", kd="mse")
+    recipe = parse_recipe(text.replace('types = ["Linear", "Embedding", "GRU"]', 'types = ["Linear"]'))
+    run(recipe, out=tmp_path / "out", sink=lambda e: notes.append(e) if isinstance(e, Note) else None)
+    warned = [n for n in notes if "its own torch.Generator" in n.text]
+    assert len(warned) == 1 and warned[0].level == "warning" and "make_regression_loaders" in warned[0].text

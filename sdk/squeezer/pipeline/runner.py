@@ -165,6 +165,11 @@ def _run_locked(recipe: Recipe, out_dir: Path, *, resume: bool, overwrite: bool,
                     str(ckpt_path) if state else None))
     for text, level in resolution.notes():
         sink(Note(text, level))
+    if _own_generator(ctx.train_loader):
+        sink(Note(f"data.factory {recipe.data.factory!r}: the training loader shuffles with its own "
+                  "torch.Generator, so a resumed run draws other batches than an uninterrupted one; "
+                  "shuffle from torch's global RNG (squeezer seeds and checkpoints it) for exact resumes",
+                  "warning"))
 
     start_stage = state[1]["stage"] if state else 0
     mid_stage = state is not None and (state[1]["epoch"] > 0 or state[1].get("step", 0) > 0)
@@ -174,6 +179,14 @@ def _run_locked(recipe: Recipe, out_dir: Path, *, resume: bool, overwrite: bool,
             run_stage(ctx, index, state if resuming else None, stop)
 
     return _finish(ctx, export and info.is_main)
+
+
+def _own_generator(loader: Any) -> bool:
+    """Whether ``loader`` shuffles with a generator of its own (not torch's global RNG)."""
+    sampler = getattr(loader, "sampler", None)
+    if not isinstance(sampler, torch.utils.data.RandomSampler):
+        return False
+    return getattr(loader, "generator", None) is not None or sampler.generator is not None
 
 
 def resolve_lengths(recipe: Recipe, registry: Registry, train_loader: Any,
