@@ -144,7 +144,7 @@ def export_onnx(
         raise ArtifactError(f"{target}: {e}") from None
     proto = _optimize(proto, target)
     # integer kernels need Conv -> QuantizeLinear: BatchNorm goes into the quantized weights' scales
-    folded = onnx_qdq.fold_batchnorm(proto, weights) if acts else {}
+    folded = onnx_qdq.prepare_integer(proto, weights) if acts else {}
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as e:

@@ -187,7 +187,7 @@ def _int_bytes(init: Any) -> bytes:
     return np.asarray(numpy_helper.to_array(init)).astype(np.int64).tobytes()
 
 
-def fold_batchnorm(proto: Any, weights: Sequence[QuantizedWeight]) -> dict[str, np.ndarray]:
+def prepare_integer(proto: Any, weights: Sequence[QuantizedWeight]) -> dict[str, np.ndarray]:
     """Prepare a model with quantized activations for onnxruntime's integer kernels, in place:
 
     1. fold each ``BatchNormalization`` that alone reads a ``Conv`` of a quantized weight into that
@@ -202,13 +202,14 @@ def fold_batchnorm(proto: Any, weights: Sequence[QuantizedWeight]) -> dict[str, 
        integer arithmetic.
 
     Returns the new scale of every weight folded (step 1)."""
-    folded = _fold_batchnorm(proto, weights)
+    folded = fold_batchnorm(proto, weights)
     global_average_pools(proto)
     integer_biases(proto)
     return folded
 
 
-def _fold_batchnorm(proto: Any, weights: Sequence[QuantizedWeight]) -> dict[str, np.ndarray]:
+def fold_batchnorm(proto: Any, weights: Sequence[QuantizedWeight]) -> dict[str, np.ndarray]:
+    """Step 1 of :func:`prepare_integer`; returns the new scale of every weight folded."""
     from onnx import helper, numpy_helper
 
     graph = proto.graph
