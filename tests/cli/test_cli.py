@@ -279,6 +279,9 @@ def test_recipe_schema_json_covers_sections_stages_and_plugins() -> None:
     assert prune["min_density"]["default"] == 0.005 and prune["min_density"]["type"] == "float"
     assert prune["min_density"]["help"]
     assert prune["importance"]["default"] == {"name": "lamp", "options": {}}
+    activations = {f["name"]: f for f in doc["activations"]["fields"]}
+    assert activations["bits"]["default"] == 8 and "overrides" in activations
+    assert [f["name"] for f in doc["activation_overrides"]["fields"]] == ["pattern", "bits", "signed", "skip"]
     registry = squeezer.load_registry()
     for info in registry:
         entry = next(e for e in doc["plugins"][info.kind] if e["name"] == info.name)
@@ -293,7 +296,7 @@ def test_recipe_schema_text() -> None:
     result = invoke("recipe", "schema")
     assert result.exit_code == 0, result.output
     for needle in ("[training]", "[[stages]] type = 'mutual'", "warmup_epochs", "scheduler 'geometric'",
-                   "rounds", "(required)"):
+                   "rounds", "(required)", "activations = { bits = 8, ... }", "calibration_batches"):
         assert needle in result.stdout, needle
 
 

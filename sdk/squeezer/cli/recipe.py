@@ -154,6 +154,7 @@ def schema() -> dict[str, Any]:
     from squeezer.compress.targets import Targets
     from squeezer.plugin_manager import load_registry
     from squeezer.recipe import STAGE_TYPES, Budget, Factory, Optim, QuantizerOverride, Recipe
+    from squeezer.recipe.configs import ActivationOverride, Activations
 
     sections = {"model": Factory, "data": Factory, "training": Optim, "budget": Budget, "targets": Targets}
     top = [d for d in field_docs(Recipe, skip=("source", "stages")) if d["name"] not in sections]
@@ -178,6 +179,9 @@ def schema() -> dict[str, Any]:
         "stages": stages,
         "quantizer_overrides": {"help": (QuantizerOverride.__doc__ or "").strip(),
                                 "fields": field_docs(QuantizerOverride)},
+        "activations": {"help": " ".join((Activations.__doc__ or "").split()), "fields": field_docs(Activations)},
+        "activation_overrides": {"help": (ActivationOverride.__doc__ or "").strip(),
+                                 "fields": field_docs(ActivationOverride)},
         "plugins": plugins,
         "notes": [
             "[model] and [data]: keys other than 'factory' are passed to the factory as keyword arguments",
@@ -231,6 +235,12 @@ def schema_command(
     console.print()
     console.print(_fields_table("quantizer overrides = [{ pattern = ..., ... }]",
                                 doc["quantizer_overrides"]["fields"]))
+    console.print()
+    console.print(_fields_table(f"activations = {{ bits = 8, ... }}  (prune and quantize stages)  "
+                                f"{doc['activations']['help']}", doc["activations"]["fields"]))
+    console.print()
+    console.print(_fields_table("activations.overrides = [{ pattern = ..., ... }]",
+                                doc["activation_overrides"]["fields"]))
     for kind, entries in doc["plugins"].items():
         for e in entries:
             console.print()
