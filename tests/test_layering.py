@@ -2,7 +2,8 @@
 
 Layers, lowest first; a module may import its own layer and those below, never above:
 
-    0  errors, contracts, trust, registry, hookspecs, safefile, strategies, examples  (no squeezer imports above)
+    0  errors, contracts, trust, registry, hookspecs, safefile, atomic, strategies, examples  (no squeezer
+       imports above)
     1  compress (tensor code: masks, quantizer wrappers), plugin_manager
     2  recipe (frozen configs)
     3  factories, artifact, engine (the compression rules every driver applies)
@@ -25,7 +26,7 @@ import pytest
 
 SDK = Path(__file__).resolve().parent.parent / "sdk"
 RANK = {
-    "errors": 0, "contracts": 0, "trust": 0, "registry": 0, "hookspecs": 0, "safefile": 0, "strategies": 0,
+    "errors": 0, "contracts": 0, "trust": 0, "registry": 0, "hookspecs": 0, "safefile": 0, "atomic": 0, "strategies": 0,
     "examples": 0,
     "compress": 1, "plugin_manager": 1,
     "recipe": 2,

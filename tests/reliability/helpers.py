@@ -288,7 +288,7 @@ def child(recipe_path: str, out: str, resume: bool, step_delay: float, kill_in_r
     temporary file is complete and fsynced but before it is renamed into place.
     """
     import squeezer
-    from squeezer.pipeline import checkpoint
+    from squeezer import atomic
     from squeezer.pipeline.events import Checkpointed, StepEnded
 
     torch.set_num_threads(1)
@@ -304,7 +304,7 @@ def child(recipe_path: str, out: str, resume: bool, step_delay: float, kill_in_r
         real_replace(src, dst)
 
     if kill_in_replace:
-        setattr(checkpoint.os, "replace", replace)  # noqa: B010 (mypy: a narrower signature)
+        setattr(atomic.os, "replace", replace)  # noqa: B010 (mypy: a narrower signature)
 
     def sink(event: object) -> None:
         if isinstance(event, Checkpointed):

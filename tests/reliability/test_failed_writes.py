@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 import squeezer
+from squeezer import atomic
 from squeezer.cli import app
 from squeezer.pipeline import checkpoint
 from squeezer.pipeline.events import Checkpointed
@@ -67,18 +69,18 @@ def _fail_second_write(monkeypatch: pytest.MonkeyPatch, how: str) -> None:
 
     if how == "write":
         real_fdopen = os.fdopen
-        monkeypatch.setattr(checkpoint.os, "fdopen",
+        monkeypatch.setattr(atomic.os, "fdopen",
                             lambda fd, *a, **k: _HalfWriter(real_fdopen(fd, *a, **k)) if nth()
                             else real_fdopen(fd, *a, **k))
     elif how == "fsync":
         real_fsync = os.fsync
 
         def fsync(fd: int) -> None:
-            if nth():
+            if stat.S_ISREG(os.fstat(fd).st_mode) and nth():  # the file's fsync, not its directory's
                 raise _full_disk()
             real_fsync(fd)
 
-        monkeypatch.setattr(checkpoint.os, "fsync", fsync)
+        monkeypatch.setattr(atomic.os, "fsync", fsync)
     else:
         real_replace = os.replace
 
@@ -87,7 +89,7 @@ def _fail_second_write(monkeypatch: pytest.MonkeyPatch, how: str) -> None:
                 raise OSError(errno.EIO, os.strerror(errno.EIO), str(src), None, str(dst))
             real_replace(src, dst)
 
-        monkeypatch.setattr(checkpoint.os, "replace", replace)
+        monkeypatch.setattr(atomic.os, "replace", replace)
 
 
 @pytest.mark.parametrize("how", ["write", "fsync", "replace"])

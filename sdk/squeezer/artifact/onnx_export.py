@@ -45,7 +45,7 @@ from torch import nn
 from squeezer.artifact import onnx_qdq, onnx_verify
 from squeezer.artifact.codes import checked_codes
 from squeezer.artifact.onnx_verify import ORT_MATMULNBITS_ACCURACY, SESSION_HINT, first_line
-from squeezer.artifact.writer import _atomic_write
+from squeezer.artifact.writer import write_file
 from squeezer.compress.model import bake, original
 from squeezer.compress.weight import CompressedWeight, compressed_weights, view
 from squeezer.errors import ArtifactError
@@ -161,7 +161,7 @@ def export_onnx(
                    default=0.0)
         rtol, atol = 0.0, max(atol, activation_tolerance * peak)
     agreement = _verify(ort, proto, data, checks, expected, rtol, atol, target, bool(acts))
-    _atomic_write(target, data)
+    write_file(target, data)
     int4_count = sum(t in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4) for t in types.values())
     hint = SESSION_HINT if acts or not weights else onnx_verify.WEIGHTS_ONLY_HINT
     return OnnxReport(target, opset, len(weights), agreement.max_abs_diff, len(data), int4_count, len(acts),

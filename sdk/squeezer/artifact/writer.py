@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import re
-import stat
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from squeezer import atomic
 from squeezer.artifact import format as fmt
 from squeezer.artifact.bitpack import MAX_BITS, pack_bits
 from squeezer.artifact.codes import checked_codes
@@ -77,7 +74,7 @@ def export(
     if [(name, fmt.dtype_name(tensors[name].dtype), tuple(tensors[name].shape)) for name, _, _ in layout] != layout:
         raise AssertionError("the parts do not match the record")  # a bug in this module, never the input
     data = fmt.encode(record, (tensors[name] for name, _, _ in layout))
-    _atomic_write(target, data)
+    write_file(target, data)
     nbytes = {name: t.numel() * t.element_size() for name, t in tensors.items()}
     meta = {"format": fmt.FORMAT_NAME, "version": fmt.FORMAT_VERSION, **record}
     return build_report(target, meta, nbytes, len(data))
@@ -222,51 +219,10 @@ def _state(
     return entries
 
 
-def _atomic_write(target: str, data: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(target))
+def write_file(target: str, data: bytes) -> None:
+    """Write a file the user keeps atomically (:func:`squeezer.atomic.write_bytes`); a failure is
+    an :class:`~squeezer.errors.ArtifactError` naming ``target``."""
     try:
-        mode = stat.S_IMODE(os.stat(target).st_mode)
-    except OSError:
-        mode = 0o644
-    tmp: str | None = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=directory)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-        tmp = None
+        atomic.write_bytes(target, data)
     except OSError as e:
         raise ArtifactError(f"{target}: cannot write artifact ({e})") from e
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-    with contextlib.suppress(OSError):  # make the rename durable where the platform allows it
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    _remove_stale_temp_files(directory, os.path.basename(target))
-
-
-def _remove_stale_temp_files(directory: str, name: str) -> None:
-    """Remove the temporary files of ``name`` that a process killed mid-write left behind.
-
-    Only names that :func:`tempfile.mkstemp` gave this writer's temporary files
-    (``.NAME.XXXXXXXX.tmp``) and only regular files: never anything else in the directory.
-    """
-    pattern = re.compile(rf"\.{re.escape(name)}\.[A-Za-z0-9_]{{8}}\.tmp")
-    try:
-        entries = os.listdir(directory)
-    except OSError:
-        return
-    for entry in entries:
-        if pattern.fullmatch(entry):
-            path = os.path.join(directory, entry)
-            with contextlib.suppress(OSError):
-                if stat.S_ISREG(os.lstat(path).st_mode):
-                    os.unlink(path)

@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,28 +21,11 @@ import attrs
 import torch
 from safetensors.torch import save as st_save
 
-from squeezer import safefile
+from squeezer import atomic, safefile
 from squeezer.errors import ArtifactError
 
 FORMAT = "squeezer-checkpoint"
 VERSION = 2  # 2: with a checksum
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and a rename: readers see old or new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError) and exc.filename in (None, tmp):  # name the file the user knows
-            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
-        raise
 
 
 def _tensor_header(name: str, dtype: str, shape: list[int]) -> bytes:
@@ -230,9 +211,7 @@ def save(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> 
     except ValueError as exc:
         raise RuntimeError(f"{path}: internal error: the checkpoint to write fails its own schema: {exc}") from exc
     header["sha256"] = _digest(header, payload)
-    atomic_write_bytes(path, st_save(payload, metadata={"squeezer": json.dumps(header)}))
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed mid-write
-        stale.unlink(missing_ok=True)
+    atomic.write_bytes(path, st_save(payload, metadata={"squeezer": json.dumps(header)}))
 
 
 def load(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
