@@ -117,6 +117,7 @@ class SqueezerTrainerCallback(CoreCallback, transformers.TrainerCallback):
     def _ensure(self, model: nn.Module | None) -> None:
         if self._core.compression is None and model is not None:
             self._core.attach(model)
+            declare_ties(model)
             self._core.watch_loads(self._check_can_restore)  # train(resume_from_checkpoint=) loads the model first
 
     # --- resuming: the callback's state in the optimizer's state_dict ----------------------------
@@ -285,3 +286,26 @@ class SqueezerTrainer(MutualLossMixin, transformers.Trainer):
     """``transformers.Trainer`` whose ``compute_loss`` runs PQK's Phase 2 when its
     :class:`SqueezerTrainerCallback` (with ``mutual``) has started it; otherwise the plain
     ``Trainer``."""
+
+
+def declare_ties(model: nn.Module) -> None:
+    """Tell Hugging Face's ``save_pretrained`` (the Trainer's checkpoints) about compressed tied weights.
+
+    A tied weight's stored tensor, mask and quantizer are one set, reached from the parametrization
+    at each of its paths. ``save_pretrained`` refuses tensors shared under names that no module's
+    ``_tied_weights_keys`` declares, and saves a declared one once; so each other path's
+    parametrization is declared tied to the first path's (the tie is restored by the model itself
+    when the checkpoint loads: both names hold one tensor).
+    """
+    from squeezer.compress.weight import weight_aliases
+
+    for path, others in weight_aliases(model).items():
+        source_module, _, source_attr = path.rpartition(".")
+        source = ".".join(filter(None, (source_module, "parametrizations", source_attr)))
+        for alias in others:
+            module_name, _, attr = alias.rpartition(".")
+            owner = model.get_submodule(module_name) if module_name else model
+            keys = dict(getattr(owner, "_tied_weights_keys", None) or {})
+            keys[f"parametrizations.{attr}"] = source
+            object.__setattr__(owner, "_tied_weights_keys", keys)  # a plain attribute, as HF models have
+
