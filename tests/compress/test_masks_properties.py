@@ -423,6 +423,8 @@ def test_global_masks_match_a_sort_across_chunk_boundaries(
     current = [data.draw(st.lists(st.booleans(), min_size=len(x), max_size=len(x))) for x in layers]
     dtype = torch.float64 if wide else torch.float32
     scores = {f"l{j}": torch.tensor(x, dtype=dtype) for j, x in enumerate(layers)}
+    # the oracle sorts the values as the tensors hold them: 1e-45 and 1.4e-45 are one float32
+    layers = [scores[f"l{j}"].tolist() for j in range(len(layers))]
     dense = {f"l{j}": torch.tensor(m, dtype=torch.bool) for j, m in enumerate(current)}
     with mock.patch.object(masks_module, "CHUNK", chunk), mock.patch.object(masks_module, "_MIN_CHUNK", chunk):
         got = global_masks(scores, dense, s, min_density)
@@ -433,3 +435,11 @@ def test_global_masks_match_a_sort_across_chunk_boundaries(
     k0 = max(pruned_count(s, len(layers[0])), len(layers[0]) - sum(current[0]))
     masked0 = [v if keep else -math.inf for v, keep in zip(layers[0], current[0], strict=True)]
     assert {i for i, keep in enumerate(single.tolist()) if not keep} == oracle_lowest(masked0, k0)
+
+
+def test_scores_equal_in_float32_tie_by_position() -> None:
+    """1e-45 and 1.4e-45 are one float32 (the smallest subnormal): a tie, broken by position, as
+    the oracle above once missed when it compared the Python floats instead."""
+    scores = torch.tensor([0.0] * 9 + [1.401298464324817e-45, 1.0, 1e-45])
+    got = global_masks({"l0": scores}, {"l0": torch.ones(12, dtype=torch.bool)}, 10 / 12, 0.0)
+    assert set(torch.nonzero(~got["l0"]).flatten().tolist()) == set(range(10))  # 9 zeros, then index 9
