@@ -64,3 +64,33 @@ def test_token_level_mutual_loss_shifts_and_reduces_over_predicted_tokens(seed: 
     if weight:
         expected = expected + weight * (kd(rows_s, rows_t.detach()) + kd(rows_t, rows_s.detach()))
     torch.testing.assert_close(loss, expected)
+
+
+@given(seed=st.integers(0, 2**16), weight=st.sampled_from([0.5, 1.0]), shift=st.floats(-2.0, 2.0))
+def test_the_student_distills_only_from_a_leading_teacher(seed: int, weight: float, shift: float) -> None:
+    """``when_teacher_leads``: L = CE(s) + [CE(t) < CE(s)] w KD(s, sg(t)) + CE(t) + w KD(t, sg(s)); the
+    teacher's own terms never change, so it keeps learning from the student."""
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(6, 5, generator=g, requires_grad=True)
+    y = torch.randint(0, 5, (6,), generator=g)
+    # the teacher's logits moved towards (shift > 0) or away from the labels: either can lead
+    tt = (torch.randn(6, 5, generator=g) + shift * nn.functional.one_hot(y, 5)).requires_grad_()
+    kd, ce = hinton(4.0), nn.functional.cross_entropy
+    loss, parts = mutual_loss(s, tt, y, kd, weight, task=CLASSIFICATION, student_distills="when_teacher_leads")
+    leads = float(ce(tt, y)) < float(ce(s, y))
+    assert parts["student_kd_on"] == float(leads)
+    expected = ce(s, y) + ce(tt, y) + weight * kd(tt, s.detach()) + (weight * kd(s, tt.detach()) if leads else 0.0)
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    own_s = ce(s, y) + (weight * kd(s, tt.detach()) if leads else 0.0)
+    torch.testing.assert_close(s.grad, torch.autograd.grad(own_s, s)[0])
+    torch.testing.assert_close(tt.grad, torch.autograd.grad(ce(tt, y) + weight * kd(tt, s.detach()), tt)[0])
+
+
+def test_an_unknown_student_distills_is_refused() -> None:
+    import pytest
+
+    x = torch.randn(2, 3)
+    with pytest.raises(ValueError, match="student_distills"):
+        mutual_loss(x, x, torch.zeros(2, dtype=torch.long), hinton(1.0), 1.0, task=CLASSIFICATION,
+                    student_distills="sometimes")

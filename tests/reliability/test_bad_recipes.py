@@ -262,6 +262,8 @@ SCHEMA = {
                                'factory = "a:b"', "model.factory: expected 'module:function'"),
     "missing scheduler": ('stages = [{type = "prune"}]', "stages[0].scheduler: required field is missing"),
     "bad teacher_owns": ('stages = [{type = "mutual", teacher_owns = ["weights"]}]', "stages[0].teacher_owns"),
+    "bad student_distills": ('stages = [{type = "mutual", student_distills = "sometimes"}]',
+                             "stages[0].student_distills: must be in ('always', 'when_teacher_leads')"),
     "invalid TOML": ("stages = [", "invalid TOML"),
 }
 

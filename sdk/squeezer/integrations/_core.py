@@ -564,4 +564,6 @@ class CoreCallback:
     def mutual_loss(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                     targets: torch.Tensor) -> torch.Tensor:
         """Phase 2's loss of a batch (:meth:`Compression.mutual_loss` with :attr:`kd_weight`)."""
-        return self.compression.mutual_loss(student_logits, teacher_logits, targets, kd_weight=self.kd_weight)
+        mutual = self._core.mutual
+        return self.compression.mutual_loss(student_logits, teacher_logits, targets, kd_weight=self.kd_weight,
+                                            student_distills=mutual.student_distills if mutual else "always")

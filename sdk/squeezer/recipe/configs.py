@@ -229,6 +229,11 @@ class QuantizeStage(Stage):
         "quantize the compressed layers' inputs (e.g. { bits = 8 }), attached with the quantizers", default=None)
 
 
+#: when Phase 2's student distills: on every batch (Deep Mutual Learning, the paper), or only on
+#: batches where the self-teacher's task loss is below the student's
+STUDENT_DISTILLS = ("always", "when_teacher_leads")
+
+
 @attrs.frozen(kw_only=True)
 class MutualStage(Stage):
     """PQK Phase 2: the pruned, quantized student and its self-teacher (student + unimportant weights)."""
@@ -243,6 +248,10 @@ class MutualStage(Stage):
         "the warm-up's share of [budget] (the stage runs warmup_share + share of it, as it runs warmup_epochs + "
         "epochs); required with share, 0 for none", default=None, validator=_share)
     kd_weight: float = _help("weight of the distillation term", default=1.0, validator=attrs.validators.ge(0.0))
+    student_distills: str = _help(
+        "when the student's distillation term applies: 'always' (mutual learning, the paper) or "
+        "'when_teacher_leads' (only on batches where the teacher's task loss is below the student's)",
+        default="always", validator=attrs.validators.in_(STUDENT_DISTILLS))
     teacher_quantized: bool = _help(
         "teacher sees important weights quantized, and its inputs through the student's activation quantizers "
         "(else both in full precision)", default=True)

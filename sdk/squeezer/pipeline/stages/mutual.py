@@ -67,9 +67,10 @@ class MutualRunner(StageRunner):
     def step(self, net: nn.Module, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
         x, y = batch_to(batch, self.ctx.device, self.ctx.task)
         s_logits, t_logits = net(x)
-        loss, parts = mutual_loss(s_logits, t_logits, y, self.loss, kd_weight(self.cfg, epoch), task=self.ctx.task)
+        loss, parts = mutual_loss(s_logits, t_logits, y, self.loss, kd_weight(self.cfg, epoch), task=self.ctx.task,
+                                  student_distills=self.cfg.student_distills)
         # the student's CE and KD apart: their sum jumps when KD starts, which is no divergence
-        shown = ("student_ce", "student_kd", "teacher_loss")
+        shown = ("student_ce", "student_kd", "teacher_loss", "student_kd_on")
         return loss, {k: parts[k] for k in shown if k in parts}
 
     def epoch_metrics(self) -> dict[str, float]:
