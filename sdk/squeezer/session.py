@@ -44,7 +44,7 @@ from squeezer.engine.activations import activation_quantizers, attach_activation
 from squeezer.engine.task import RunTask
 from squeezer.errors import ConfigError, PluginError, UnknownStrategyError
 from squeezer.pipeline.training import forward
-from squeezer.recipe.configs import STUDENT_DISTILLS, Activations, PruneStage, QuantizerChoice
+from squeezer.recipe.configs import Activations, PruneStage, QuantizerChoice
 from squeezer.recipe.loader import check_strategy, checked_schedule
 from squeezer.registry import Registry
 
@@ -323,9 +323,6 @@ class Compression:
         classification) plus ``kd_weight`` times the distillation loss towards the other's detached
         outputs (as the ``mutual`` stage, :func:`squeezer.engine.mutual_loss`, which also says what
         ``student_distills = "when_teacher_leads"`` does)."""
-        if student_distills not in STUDENT_DISTILLS:
-            raise ConfigError(f"student_distills: must be one of {', '.join(STUDENT_DISTILLS)}, "
-                              f"got {student_distills!r}")
         return mutual_loss(student_logits, teacher_logits, targets, self.distillation, kd_weight, task=self.task,
                            student_distills=student_distills)[0]
 

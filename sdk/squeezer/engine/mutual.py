@@ -11,6 +11,7 @@ from torch import nn
 from squeezer.compress.teacher import SelfTeacher
 from squeezer.engine.params import split_parameters
 from squeezer.engine.task import RunTask
+from squeezer.errors import ConfigError
 from squeezer.recipe.configs import STUDENT_DISTILLS
 
 #: ``(logits, target logits) -> scalar``, a registered distillation loss
@@ -45,7 +46,7 @@ def mutual_loss(student: torch.Tensor, teacher: torch.Tensor, targets: Any, kd: 
     the entries its network owns) and its parts, so a jump when KD starts is not read as divergence.
     """
     if student_distills not in STUDENT_DISTILLS:
-        raise ValueError(f"student_distills must be one of {', '.join(STUDENT_DISTILLS)}, got {student_distills!r}")
+        raise ConfigError(f"student_distills: must be one of {', '.join(STUDENT_DISTILLS)}, got {student_distills!r}")
     ce_s, ce_t = task.loss(student, targets), task.loss(teacher, targets)
     loss_s, loss_t = ce_s, ce_t
     parts = {"student_ce": float(ce_s.detach()), "teacher_ce": float(ce_t.detach())}
