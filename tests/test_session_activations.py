@@ -26,10 +26,10 @@ def test_attach_calibrates_activation_quantizers_and_they_train(squeezer_registr
     assert activation_quantizers(model) == quantizers
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     comp.prune_due(optimizer)
-    before = float(quantizers["3"].step.detach())
+    before = float(quantizers["3"].current_step().detach())
     model(inputs[0]).square().mean().backward()
     optimizer.step()
-    assert float(quantizers["3"].step.detach()) != before
+    assert float(quantizers["3"].current_step().detach()) != before
 
 
 def test_activations_need_calibration_inputs_and_valid_bits(squeezer_registry: Registry) -> None:

@@ -80,6 +80,8 @@ def test_the_artifact_records_the_activation_steps_and_reloads_the_student_exact
 
     student = model_from_checkpoint(run_dir / "checkpoints" / "last.safetensors").model
     assert len(activation_quantizers(student)) == 5
+    # training learned log(step) (the default); the artifact stores the step, and a load rebuilds plain steps
+    assert all(q.log_step is not None for q in activation_quantizers(student).values())
     loaded = squeezer.load(artifact, make_model(width=8))
     assert {n: (q.bits, q.signed) for n, q in activation_quantizers(loaded).items()} == {
         a["module"]: (a["bits"], a["signed"]) for a in acts}

@@ -51,7 +51,8 @@ def test_the_resolved_recipe_records_activations_only_when_set() -> None:
     assert "activations" not in recipe_to_dict(plain)["stages"][0]  # recorded recipes are what they were
     with_acts = parse_recipe(recipe("activations = { bits = 6 }"))
     data = recipe_to_dict(with_acts)
-    assert data["stages"][0]["activations"] == {"bits": 6, "calibration_batches": 4, "overrides": []}
+    assert data["stages"][0]["activations"] == {"bits": 6, "calibration_batches": 4, "log_step": True,
+                                                  "overrides": []}
     assert recipe_from_dict(data) == with_acts
 
 
@@ -60,6 +61,7 @@ def test_the_resolved_recipe_records_activations_only_when_set() -> None:
     ("activations = 9", "stages[0].activations.bits: must be in 2..8, got 9"),
     ("activations = { bit = 8 }", "stages[0].activations.bit: unknown field; did you mean 'bits'?"),
     ("activations = true", "stages[0].activations: must be a table, got a boolean"),
+    ('activations = { log_step = "yes" }', "stages[0].activations.log_step: must be true or false"),
     ("activations = { calibration_batches = 0 }", "stages[0].activations.calibration_batches: must be >= 1: 0"),
     ('activations = { overrides = [{ pattern = "0", bits = 12 }] }',
      "stages[0].activations.overrides[0].bits: must be in 2..8, got 12"),

@@ -186,7 +186,7 @@ def _activations(model: nn.Module, tensors: dict[str, torch.Tensor], target: str
                                 "an artifact stores only the latter")
         if not bool(q.initialized):
             raise ArtifactError(f"{where}: its step was never initialized (run the model on a batch first)")
-        step = q.step.detach()
+        step = q.current_step().detach()  # the value s (log mode too): a load rebuilds a plain-step quantizer
         try:
             dtype = fmt.dtype_name(step.dtype)
         except ValueError as e:

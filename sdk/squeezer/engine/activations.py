@@ -5,7 +5,10 @@ the module it feeds (so its step is in ``model.parameters()`` and the state dict
 forward pre-hook on the module's first tensor argument. LSQ (Esser et al., ICLR 2020): one
 learned step ``s`` per tensor, ``x_q = round(clip(x / s, -Qn, Qp)) * s`` with a straight-through
 ``round``, the step's gradient scaled by ``1 / sqrt(N * Qp)`` (``N`` the elements of one sample),
-``s`` initialized to ``2 * mean(|x|) / sqrt(Qp)``.
+``s`` initialized to ``2 * mean(|x|) / sqrt(Qp)``. With ``log_step`` the learned parameter is
+``log s`` (as the weight quantizer's ``log_step``): Adam moves a parameter by about its learning rate
+per update, which on an 8-bit activation step (0.01-0.1) is 10-100 % of it and can push it below
+zero (a dead layer, measured on the KWS suite model); on ``log s`` every update is relative.
 
 :func:`attach_activations` is what every driver calls with a recipe's ``activations`` table: it
 chooses the modules (the compressed layers, per-layer overrides first match wins), calibrates on
@@ -54,7 +57,8 @@ def fake_quantize(v: torch.Tensor, s: torch.Tensor, qn: int, qp: int) -> torch.T
 class LsqActivationQuantizer(nn.Module):
     """LSQ fake quantizer of one activation tensor (per tensor; unsigned by default).
 
-    ``step`` is a scalar parameter; the ``initialized`` buffer records in the state dict that it
+    The learned scalar is ``step``, or ``log_step`` (``log s``) when built with ``log_step=True``;
+    :meth:`current_step` is ``s`` either way. The ``initialized`` buffer records in the state dict that it
     was calibrated (or initialized from the first batch seen), so a loaded step is kept. The grid
     (``n_bits``, ``q_neg``, ``q_pos`` buffers) is in the state dict too, so a checkpoint can be
     rebuilt from its state alone (:func:`restore_from_state`). ``enabled = False`` passes inputs
@@ -65,10 +69,12 @@ class LsqActivationQuantizer(nn.Module):
     n_bits: torch.Tensor
     q_neg: torch.Tensor
     q_pos: torch.Tensor
-    step: nn.Parameter
+    step: nn.Parameter | None
+    log_step: nn.Parameter | None
     per_channel = False
 
-    def __init__(self, *, bits: int = 8, signed: bool = False, step: float | None = None) -> None:
+    def __init__(self, *, bits: int = 8, signed: bool = False, step: float | None = None,
+                 log_step: bool = False) -> None:
         super().__init__()
         if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
             raise ValueError(f"bits must be in {MIN_BITS}..{MAX_BITS}, got {bits!r}")
@@ -77,7 +83,9 @@ class LsqActivationQuantizer(nn.Module):
         self.register_buffer("n_bits", torch.tensor(bits, dtype=torch.int64))
         self.register_buffer("q_neg", torch.tensor(self.qn, dtype=torch.int64))
         self.register_buffer("q_pos", torch.tensor(self.qp, dtype=torch.int64))
-        self.step = nn.Parameter(torch.tensor(FALLBACK_STEP if step is None else max(float(step), MIN_STEP)))
+        value = torch.tensor(FALLBACK_STEP if step is None else max(float(step), MIN_STEP))
+        self.step = None if log_step else nn.Parameter(value)
+        self.log_step = nn.Parameter(value.log()) if log_step else None
         self.register_buffer("initialized", torch.tensor(step is not None))
         self._initialized = step is not None
         self.enabled = True
@@ -98,10 +106,21 @@ class LsqActivationQuantizer(nn.Module):
     @torch.no_grad()
     def initialize(self, mean_abs: float) -> None:
         """Set the step to LSQ's ``2 * mean(|x|) / sqrt(Qp)`` (an all-zero input: the fallback)."""
-        value = 2 * mean_abs / math.sqrt(self.qp) if mean_abs > 0 else FALLBACK_STEP
-        self.step.fill_(max(value, MIN_STEP))
+        value = max(2 * mean_abs / math.sqrt(self.qp) if mean_abs > 0 else FALLBACK_STEP, MIN_STEP)
+        if self.log_step is not None:
+            self.log_step.fill_(math.log(value))
+        else:
+            assert self.step is not None
+            self.step.fill_(value)
         self.initialized.fill_(True)
         self._initialized = True
+
+    def current_step(self) -> torch.Tensor:
+        """The step ``s`` (``exp(log_step)`` in log mode), with its gradient path to the learned parameter."""
+        if self.log_step is not None:
+            return self.log_step.exp()
+        assert self.step is not None
+        return self.step
 
     def scale(self, v: torch.Tensor) -> torch.Tensor:
         """The step applied to ``v``: ``max(step, MIN_STEP)``, its gradient scaled by ``1 / sqrt(N * Qp)``."""
@@ -111,7 +130,8 @@ class LsqActivationQuantizer(nn.Module):
             self.initialize(float(a.mean()) if a.numel() else 0.0)
         features = v[0].numel() if v.dim() > 1 else v.numel()
         grad_scale = 1.0 / math.sqrt(max(features, 1) * self.qp)
-        step = self.step if self.step.dtype == v.dtype else self.step.to(v.dtype)
+        step = self.current_step()
+        step = step if step.dtype == v.dtype else step.to(v.dtype)
         scaled = step * grad_scale
         return step.detach().clamp_min(max(MIN_STEP, torch.finfo(v.dtype).tiny)) + (scaled - scaled.detach())
 
@@ -121,7 +141,7 @@ class LsqActivationQuantizer(nn.Module):
         return fake_quantize(v, self.scale(v), self.qn, self.qp)
 
     def extra_repr(self) -> str:
-        return f"bits={self.bits}, signed={self.signed}"
+        return f"bits={self.bits}, signed={self.signed}" + (", log_step=True" if self.log_step is not None else "")
 
 
 def _quantize_input(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
@@ -252,7 +272,7 @@ def attach_activations(model: nn.Module, choice: Activations, run: Callable[[int
     for name, (bits, signed) in plan.items():
         mean_abs, lo = stats[name]
         signed = lo < 0 if signed is None else signed
-        quantizer = LsqActivationQuantizer(bits=bits, signed=signed)
+        quantizer = LsqActivationQuantizer(bits=bits, signed=signed, log_step=choice.log_step)
         quantizer.initialize(mean_abs)
         _add(model.get_submodule(name), quantizer)
         out[name] = (bits, signed)
@@ -260,25 +280,30 @@ def attach_activations(model: nn.Module, choice: Activations, run: Callable[[int
 
 
 def restore_activations(model: nn.Module, entries: Mapping[str, tuple[int, bool]],
-                        dtype: torch.dtype | None = None) -> None:
-    """Recreate (calibrated, step to be loaded) quantizers ``module name -> (bits, signed)`` on a fresh model."""
+                        dtype: torch.dtype | None = None, log_step: Iterable[str] = ()) -> None:
+    """Recreate (calibrated, step to be loaded) quantizers ``module name -> (bits, signed)`` on a
+    fresh model; those named in ``log_step`` learn ``log s`` (a checkpoint's, to resume training)."""
+    in_log = set(log_step)
     for name, (bits, signed) in entries.items():
         module = _module(model, name, "activation quantizer")
         if hasattr(module, CHILD_NAME):
             raise ValueError(f"activation quantizer: {name!r} already has an {CHILD_NAME}")
-        quantizer = LsqActivationQuantizer(bits=bits, signed=signed, step=FALLBACK_STEP)
+        quantizer = LsqActivationQuantizer(bits=bits, signed=signed, step=FALLBACK_STEP, log_step=name in in_log)
         _add(module, quantizer.to(dtype) if dtype is not None else quantizer)
 
 
 def restore_from_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
     """Recreate on ``model`` the activation quantizers a state dict (a checkpoint's) holds, from
-    their ``n_bits`` and ``q_neg`` entries, before it is loaded; returns the module names."""
+    their ``n_bits`` and ``q_neg`` entries (and ``log_step`` where it learns ``log s``), before it
+    is loaded; returns the module names."""
     suffix = f"{CHILD_NAME}.n_bits"
-    entries = {}
+    entries, in_log = {}, []
     for key, value in state.items():
         if key == suffix or key.endswith("." + suffix):
             name = key[: -len(suffix)].rstrip(".")
             prefix = f"{name}.{CHILD_NAME}." if name else f"{CHILD_NAME}."
             entries[name] = (int(value), int(state[prefix + "q_neg"]) > 0)
-    restore_activations(model, entries)
+            if prefix + "log_step" in state:
+                in_log.append(name)
+    restore_activations(model, entries, log_step=in_log)
     return list(entries)

@@ -107,6 +107,9 @@ class Activations:
                       default=8, validator=_activation_bits)
     calibration_batches: int = _help("training batches the steps are initialized from (2 * mean|x| / sqrt(Qp))",
                                      default=4, validator=attrs.validators.ge(1))
+    log_step: bool = _help(
+        "learn log(step): every update relative, so a step cannot cross zero (false: the paper's LSQ)",
+        default=True)
     overrides: tuple[ActivationOverride, ...] = _help("per-layer overrides, first match wins", default=())
 
 
