@@ -11,6 +11,7 @@ from torch import nn
 
 import squeezer
 from squeezer import compress
+from squeezer.engine.pruner import emptied_rows_remedy
 from squeezer.registry import Registry
 from squeezer.session import Compression
 
@@ -47,6 +48,11 @@ def test_global_l1_emptying_class_rows_is_named(registry: Registry) -> None:
     messages = _warnings(_head_heavy(), registry, "l1")
     assert any("rows (output channels or classes) of 4.weight are pruned entirely" in m and "'lamp'" in m
                for m in messages), messages
+
+
+def test_the_remedy_does_not_suggest_lamp_to_a_lamp_run() -> None:
+    assert "'lamp'" in emptied_rows_remedy("importance 'l1' (plugin 'magnitude')")
+    assert emptied_rows_remedy("importance 'lamp' (plugin 'magnitude')") == "a lower target or a higher min_density"
 
 
 def test_lamp_keeps_every_class_row(registry: Registry) -> None:

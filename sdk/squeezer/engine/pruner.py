@@ -89,9 +89,15 @@ class Pruner:
             if (layer.empty_rows > before and layer.empty_rows >= max(1, layer.rows // 100)
                   and layer.empty_rows > 2 * _expected_empty_rows(layer)):
                 self.warn(f"pruning round {self.rounds_done}: {layer.empty_rows} of {layer.rows} rows (output "
-                          f"channels or classes) of {layer.name} are pruned entirely ({self.importance_source}); a "
-                          f"layer-adaptive importance such as 'lamp', a lower target or a higher min_density "
-                          f"keeps them")
+                          f"channels or classes) of {layer.name} are pruned entirely ({self.importance_source}); "
+                          f"{emptied_rows_remedy(self.importance_source)} keeps them")
+
+
+def emptied_rows_remedy(importance_source: str) -> str:
+    """What keeps rows alive, not suggesting LAMP to a run that already prunes by LAMP."""
+    if "'lamp'" in importance_source:
+        return "a lower target or a higher min_density"
+    return "a layer-adaptive importance such as 'lamp', a lower target or a higher min_density"
 
 
 def _expected_empty_rows(layer: compress.LayerSparsity) -> float:
