@@ -77,6 +77,10 @@ import torch
 from torch import nn
 
 HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+import report  # noqa: E402  (benchmarks/report.py: keep the hand-written analysis on a rerun)
+
 RESULTS = HERE / "results"
 SPARSITY = 0.8
 MIN_DENSITY = 0.02
@@ -598,8 +602,8 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     default = args.out.name == "onnx_latency.json"
-    args.out.with_name("ONNX_LATENCY.md" if default else args.out.stem + ".md").write_text(
-        markdown(result), encoding="utf-8")
+    md = args.out.with_name("ONNX_LATENCY.md" if default else args.out.stem + ".md")
+    md.write_text(report.keep_hand_written(md, markdown(result)), encoding="utf-8")
     plot(result, args.out.with_suffix(".png"))
     print(f"wrote {args.out}")
 

@@ -71,6 +71,7 @@ for p in (str(ROOT), str(HERE)):
         sys.path.insert(0, p)
 
 import accuracy as acc  # noqa: E402  (benchmarks/accuracy.py: budget, schedule, size, loops)
+from report import keep_hand_written  # noqa: E402
 
 CONFIGS = ((0.90, 4), (0.98, 2))
 METHODS = ("dense", "squeezer_pqk", "torch_baseline", "nncf", "nncf_local", "brevitas", "torchao")
@@ -661,7 +662,7 @@ def main(argv: list[str] | None = None) -> int:
     md, png = args.out.with_name("PEERS.md"), args.out.with_suffix(".png")
     if args.report_only:
         data = json.loads(args.out.read_text(encoding="utf-8"))
-        md.write_text(report(data), encoding="utf-8")
+        md.write_text(keep_hand_written(md, report(data)), encoding="utf-8")
         plot(data, png)
         return 0
 
@@ -708,7 +709,7 @@ def main(argv: list[str] | None = None) -> int:
     meta["wall_seconds"] = time.perf_counter() - t0
     data = {"meta": {**meta, "complete": True}, "runs": rows}
     args.out.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    md.write_text(report(data), encoding="utf-8")
+    md.write_text(keep_hand_written(md, report(data)), encoding="utf-8")
     plot(data, png)
     print(f"wrote {args.out}, {md}")
     return 1 if any(r.get("error") for r in rows) else 0

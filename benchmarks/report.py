@@ -29,6 +29,29 @@ GOAL_CONFIG = (0.98, 2)
 LSQ_GOAL, MUTUAL_GOAL = 1.3, 1.1
 
 
+#: a heading containing this marks a section a person wrote: regenerating the file keeps it
+HAND_WRITTEN = "(written by hand"
+
+
+def keep_hand_written(path: Path, generated: str) -> str:
+    """``generated`` followed by the hand-written sections of the file now at ``path`` (each from
+    its ``## ... (written by hand ...)`` heading to the next ``## `` heading or the end), so
+    rerunning a benchmark does not erase the analysis written for the previous run; the kept
+    sections describe that run, which the heading of each says."""
+    if not path.exists():
+        return generated
+    kept: list[str] = []
+    keeping = False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("## "):
+            keeping = HAND_WRITTEN in line and line not in generated
+        if keeping:
+            kept.append(line)
+    if not kept:
+        return generated
+    return generated.rstrip("\n") + "\n\n" + "\n".join(kept).rstrip("\n") + "\n"
+
+
 def _load(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
