@@ -48,6 +48,8 @@ RESULTS = HERE / "results"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # benchmarks.suite, also as the factories' import root
 
+from benchmarks.report import keep_hand_written  # noqa: E402  (a rerun keeps SUITE.md's written sections)
+
 METHODS = ("pqk", "dense_full", "pqk_l1", "phase1_ft")
 DEFAULT_METHODS = ("pqk", "dense_full")
 
@@ -615,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge:
         write_json(args.out, merged(json.loads(args.out.read_text(encoding="utf-8")),
                                     [json.loads(p.read_text(encoding="utf-8")) for p in args.merge], args.why))
-        md.write_text(report(json.loads(args.out.read_text(encoding="utf-8"))), encoding="utf-8")
+        md.write_text(keep_hand_written(md, report(json.loads(args.out.read_text(encoding="utf-8")))), encoding="utf-8")
         print(md)
         return 0
     if args.report_only:
@@ -623,7 +625,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.observations is not None:  # kept in the JSON, so a regenerated report keeps them
             stored["meta"]["observations"] = args.observations.read_text(encoding="utf-8")
             write_json(args.out, stored)
-        md.write_text(report(stored), encoding="utf-8")
+        md.write_text(keep_hand_written(md, report(stored)), encoding="utf-8")
         print(md)
         return 0
     os.environ.setdefault("SQUEEZER_DISABLE_PLUGIN_AUTOLOAD", "1")
@@ -662,13 +664,13 @@ def main(argv: list[str] | None = None) -> int:
                 data["runs"].append(row)
                 meta["wall_seconds"] = time.perf_counter() - start
                 write_json(args.out, data)
-                md.write_text(report(data), encoding="utf-8")
+                md.write_text(keep_hand_written(md, report(data)), encoding="utf-8")
                 acc = row.get("student", row.get("dense_full", {}))
                 print(f"[{meta['wall_seconds'] / 60:5.1f} min] {name} {method} seed {seed}: "
                       f"{row.get('error') or acc} ({row['seconds']:.0f} s)", flush=True)
     meta["complete"] = True
     write_json(args.out, data)
-    md.write_text(report(data), encoding="utf-8")
+    md.write_text(keep_hand_written(md, report(data)), encoding="utf-8")
     print(md)
     return 0 if all("error" not in r for r in data["runs"]) else 1
 
