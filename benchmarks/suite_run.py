@@ -61,10 +61,18 @@ DEFAULT_METHODS = ("pqk", "dense_full")
 RECIPE: Path | None = None
 
 
+_RECIPE_TEXT: dict[Path, str] = {}
+
+
 def bundled_recipe() -> dict[str, Any]:
+    """A fresh copy of the recipe, read once per process: editing the file while a benchmark runs
+    (a candidate next to its baseline) does not change the runs still to come."""
     from squeezer.pipeline.runner import DEFAULT_RECIPE
 
-    return tomllib.loads((RECIPE or DEFAULT_RECIPE).read_text(encoding="utf-8"))
+    path = RECIPE or DEFAULT_RECIPE
+    if path not in _RECIPE_TEXT:
+        _RECIPE_TEXT[path] = path.read_text(encoding="utf-8")
+    return tomllib.loads(_RECIPE_TEXT[path])
 
 
 def _scaled(epochs: int, scale: float, minimum: int = 1) -> int:
