@@ -29,6 +29,7 @@ from it (mean ± std over seeds; differences paired by seed).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -61,7 +62,9 @@ DEFAULT_METHODS = ("pqk", "dense_full")
 RECIPE: Path | None = None
 
 
-_RECIPE_TEXT: dict[Path, str] = {}
+@functools.cache
+def _recipe_text(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
 
 
 def bundled_recipe() -> dict[str, Any]:
@@ -69,10 +72,7 @@ def bundled_recipe() -> dict[str, Any]:
     (a candidate next to its baseline) does not change the runs still to come."""
     from squeezer.pipeline.runner import DEFAULT_RECIPE
 
-    path = RECIPE or DEFAULT_RECIPE
-    if path not in _RECIPE_TEXT:
-        _RECIPE_TEXT[path] = path.read_text(encoding="utf-8")
-    return tomllib.loads(_RECIPE_TEXT[path])
+    return tomllib.loads(_recipe_text(RECIPE or DEFAULT_RECIPE))
 
 
 def _scaled(epochs: int, scale: float, minimum: int = 1) -> int:

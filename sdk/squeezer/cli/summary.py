@@ -10,15 +10,12 @@ from rich.text import Text
 
 from squeezer.cli.progress import metric_text, percent
 
-NO_SPEEDUP = (
-    "Pruned weights are zeros that the artifact packs away; they are not skipped at inference: "
-    "the loaded model is dense, so expect a smaller file, not a faster model."
-)
+_ZEROS_PACKED = "Pruned weights are zeros that the artifact packs away; they are not skipped at inference"
+NO_SPEEDUP = _ZEROS_PACKED + ": the loaded model is dense, so expect a smaller file, not a faster model."
 #: said instead when the layers' inputs are quantized too: then the ONNX export runs integer kernels
-INTEGER_EXPORT = (
-    "Pruned weights are zeros that the artifact packs away, not skipped at inference. Weights and "
-    "layer inputs are quantized, so `squeezer export {out} --format onnx` writes an integer model "
-    "(QLinearConv / QGemm in onnxruntime: faster than FP32 at larger batches; docs/concepts.md#onnx-export)."
+INTEGER_EXPORT = _ZEROS_PACKED + (
+    ". Weights and layer inputs are quantized, so `squeezer export {out} --format onnx` writes an integer "
+    "model (QLinearConv / QGemm in onnxruntime: faster than FP32 at larger batches; docs/concepts.md#onnx-export)."
 )
 
 
