@@ -146,8 +146,9 @@ class Compression:
             self.quantizer = _quantizer_choice(quantizer, registry)
         self.activations = _activations(activations)
         self.pruner = Pruner(model=model, registry=registry, importance=self.importance,
-                             importance_source=f"importance {self.importance_name!r}", schedule=self.schedule,
-                             scope=scope, min_density=min_density, quantizer=self.quantizer)
+                             importance_name=self.importance_name,
+                             importance_plugin=registry.get("importance", self.importance_name).plugin,
+                             schedule=self.schedule, scope=scope, min_density=min_density, quantizer=self.quantizer)
         self.distillation_name, options = _split(distillation, "distillation")
         self.distillation = registry.create("distillation_loss", self.distillation_name, options,
                                             where="distillation")

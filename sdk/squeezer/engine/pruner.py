@@ -27,7 +27,8 @@ class Pruner:
     model: nn.Module
     registry: Registry
     importance: Callable[..., torch.Tensor]
-    importance_source: str  # how errors name the criterion: "importance 'l1' (plugin 'squeezer_magnitude')"
+    importance_name: str  # the registry name, e.g. "l1"
+    importance_plugin: str | None = None  # the plugin that registered it, named in messages when known
     schedule: Sequence[float]
     scope: str = "global"
     min_density: float = 0.0
@@ -42,6 +43,12 @@ class Pruner:
     def done(self) -> bool:
         """True once every scheduled round has run."""
         return self.rounds_done >= len(self.schedule)
+
+    @property
+    def importance_source(self) -> str:
+        """How messages name the criterion: ``importance 'l1' (plugin 'magnitude')``."""
+        plugin = f" (plugin {self.importance_plugin!r})" if self.importance_plugin else ""
+        return f"importance {self.importance_name!r}{plugin}"
 
     @property
     def needs_gradients(self) -> bool:
@@ -90,12 +97,12 @@ class Pruner:
                   and layer.empty_rows > 2 * _expected_empty_rows(layer)):
                 self.warn(f"pruning round {self.rounds_done}: {layer.empty_rows} of {layer.rows} rows (output "
                           f"channels or classes) of {layer.name} are pruned entirely ({self.importance_source}); "
-                          f"{emptied_rows_remedy(self.importance_source)} keeps them")
+                          f"{emptied_rows_remedy(self.importance_name)} keeps them")
 
 
-def emptied_rows_remedy(importance_source: str) -> str:
+def emptied_rows_remedy(importance_name: str) -> str:
     """What keeps rows alive, not suggesting LAMP to a run that already prunes by LAMP."""
-    if "'lamp'" in importance_source:
+    if importance_name == "lamp":
         return "a lower target or a higher min_density"
     return "a layer-adaptive importance such as 'lamp', a lower target or a higher min_density"
 

@@ -36,7 +36,7 @@ class PruneRunner(StageRunner):
         plugin = reg.get("importance", cfg.importance.name).plugin
         self.pruner = Pruner(
             model=self.ctx.model, registry=reg, importance=importance, schedule=self.schedule,
-            importance_source=f"importance {cfg.importance.name!r} (plugin {plugin!r})",
+            importance_name=cfg.importance.name, importance_plugin=plugin,
             scope=cfg.scope, min_density=cfg.min_density, quantizer=cfg.quantizer, quantizer_where=f"{where}.quantizer",
             warn=lambda message: self.ctx.sink(Note(f"{where}: {message}", level="warning")),
         )
