@@ -31,3 +31,19 @@ def test_resume_with_activation_quantizers_is_exact(tmp_path: Path, nth: int) ->
     artifact = "model.safetensors"
     assert (tmp_path / "cut" / artifact).read_bytes() == (tmp_path / "full" / artifact).read_bytes()
     assert resumed.accuracy == full.accuracy
+
+
+DISTILL_RECIPE = ACTS_RECIPE[: ACTS_RECIPE.index('type = "mutual"')] + 'type = "distill"\nepochs = 2\n'
+
+
+def test_resume_inside_distill_keeps_the_teachers_activation_quantizers(tmp_path: Path) -> None:
+    # The distill stage's teacher is the activation-quantized model the prune stage left; on
+    # resume it is rebuilt from the model's factory, so its input quantizers must come back too.
+    recipe = parse_recipe(DISTILL_RECIPE)
+    full = run(recipe, out=tmp_path / "full")
+    with pytest.raises(Crash):
+        run(recipe, out=tmp_path / "cut", sink=_crash_at(Checkpointed, 5))  # after distill's first epoch
+    resumed = run(recipe, out=tmp_path / "cut", resume=True)
+    artifact = "model.safetensors"
+    assert (tmp_path / "cut" / artifact).read_bytes() == (tmp_path / "full" / artifact).read_bytes()
+    assert resumed.accuracy == full.accuracy

@@ -18,6 +18,7 @@ from squeezer.pipeline import checkpoint, distributed
 from squeezer.pipeline.context import Context
 from squeezer.pipeline.events import Checkpointed, EpochEnded, StageEnded, StageStarted, StepEnded
 from squeezer.pipeline.stages import RUNNERS, StageRunner
+from squeezer.pipeline.stages.base import prefixed
 from squeezer.pipeline.training import check_loss, evaluate, make_optimizer, set_lr
 from squeezer.recipe.loader import recipe_to_dict
 
@@ -59,10 +60,6 @@ def graceful_sigint() -> Iterator[_StopFlag]:
         signal.signal(signal.SIGINT, previous)
 
 
-def prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-
-
 def seed_epoch(seed: int, stage: int, epoch: int) -> None:
     """Each epoch reseeds from (seed, stage, epoch): shuffling and dropout do not depend on how
     the run got here, which makes a resumed run equal an uninterrupted one."""
@@ -77,8 +74,7 @@ def run_stage(ctx: Context, index: int, state: State | None, stop: _StopFlag) ->
     runner.prepare(resuming=state is not None)
     start_epoch, skip_steps = (state[1]["epoch"], state[1].get("step", 0)) if state else (0, 0)
     if state is not None:
-        for name, module in runner.extra_modules().items():
-            module.load_state_dict(prefixed(state[0], f"extra.{name}."))
+        runner.load_extra(prefixed(state[0], "extra."))
     epochs = runner.epochs()
     optimizer = make_optimizer(runner.param_groups(), runner.optim) if epochs > start_epoch else None
     names = _param_names(ctx.model, runner)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from squeezer.engine import param_groups
+from squeezer.errors import ArtifactError, first_line
 from squeezer.pipeline.context import Context
 from squeezer.pipeline.training import batch_to, evaluate, forward
 from squeezer.recipe.configs import Stage, Strategy
@@ -40,6 +41,15 @@ class StageRunner:
     def extra_modules(self) -> dict[str, nn.Module]:
         """Modules besides the model whose state is checkpointed (e.g. the PQK teacher's own norms)."""
         return {}
+
+    def load_extra(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        """On resume, load the checkpoint's state of :meth:`extra_modules` (keys ``NAME.KEY``)."""
+        for name, module in self.extra_modules().items():
+            try:
+                module.load_state_dict(prefixed(tensors, f"{name}."))
+            except RuntimeError as exc:
+                raise ArtifactError(f"{self.ctx.out_dir / 'checkpoints'}: the checkpoint's {name!r} state does "
+                                    f"not fit stages[{self.index}] ({first_line(exc)})") from None
 
     # --- the loop --------------------------------------------------------------------------
     def progress(self, epoch: int, step: int, steps: int) -> float:
@@ -92,3 +102,8 @@ def distillation_loss(ctx: Context, strategy: Strategy, where: str) -> LossFn:
         return value
 
     return call
+
+
+def prefixed(tensors: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of ``tensors`` under ``prefix``, with the prefix taken off."""
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}

@@ -4,16 +4,18 @@ student (the recipe's ``student`` factory, or a new instance of ``[model]``: bor
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
 from squeezer import compress
+from squeezer.engine.activations import restore_from_state
 from squeezer.errors import ArtifactError
 from squeezer.factories import build_module
 from squeezer.pipeline.rebuild import factory_at
-from squeezer.pipeline.stages.base import StageRunner, distillation_loss
+from squeezer.pipeline.stages.base import StageRunner, distillation_loss, prefixed
 from squeezer.pipeline.training import batch_to, forward
 from squeezer.recipe.configs import DistillStage
 
@@ -53,6 +55,13 @@ class DistillRunner(StageRunner):
     def extra_modules(self) -> dict[str, nn.Module]:
         assert self.teacher is not None
         return {"kd_teacher": self.teacher}
+
+    def load_extra(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        # the teacher rebuilt in prepare() lacks the input quantizers an earlier stage attached;
+        # their bits and grids are in its checkpointed state
+        assert self.teacher is not None
+        restore_from_state(self.teacher, prefixed(tensors, "kd_teacher."))
+        super().load_extra(tensors)
 
     def step(self, net: nn.Module, batch: Any, epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
         assert self.teacher is not None
