@@ -32,3 +32,16 @@ def test_quantized_inputs_point_to_the_integer_export_with_the_run_directory() -
     text = _printed(_data(20))
     assert "squeezer export runs/[x] --format onnx" in text  # the user's path, not read as markup
     assert "integer model" in text and "not a faster model" not in text
+
+
+def test_a_mutual_stage_shows_its_regime_and_what_the_suite_measured() -> None:
+    data = {**_data(0), "stage_accuracy": {"dense": 0.99, "phase1": 0.95, "phase2": 0.96},
+            "teacher_accuracy": {"phase2": 0.935}}
+    text = " ".join(_printed(data).split())
+    assert "phase2 (mutual distillation): student 95.0% after phase1 -> 96.0%; its self-teacher 93.5%, -2.5 points." \
+        in text
+    assert "level with the same epochs of plain fine-tuning" in text and "recipes/phase1.toml" in text
+
+
+def test_no_mutual_stage_no_phase2_line() -> None:
+    assert "mutual distillation" not in _printed({**_data(0), "stage_accuracy": {"dense": 0.99}})

@@ -18,6 +18,14 @@ INTEGER_EXPORT = _ZEROS_PACKED + (
     "model (QLinearConv / QGemm in onnxruntime: faster than FP32 at larger batches; docs/concepts.md#onnx-export)."
 )
 
+#: what the model suite measured for the mutual stage (benchmarks/results/SUITE.md), said after a run's own figures
+PHASE2_ON_THE_SUITE = (
+    "On the model suite (six models, 3 seeds) this stage is level with the same epochs of plain "
+    "fine-tuning ({figure}; benchmarks/results/SUITE.md): KD helps only where the self-teacher leads. "
+    "recipes/phase1.toml fine-tunes instead."
+)
+PHASE2_FIGURE = "PQK - fine-tuning +0.00 test points"
+
 
 def fmt_bytes(n: float | None) -> str:
     """``11,661 B (11.4 KiB)``."""
@@ -62,9 +70,11 @@ def result_dict(result: Any, torch_save_bytes: int | None, stages: tuple[str, ..
         "artifact_bytes": _bytes(report.file_bytes) if report is not None else None,
         "information_bound_bytes": _bytes(report.bound_bytes) if report is not None else None,
     }
-    by_index = dict(result.record.stage_accuracy)
     keys = stage_keys(list(stages))
-    stage_accuracy = {keys[int(i)] if i.isdigit() and int(i) < len(keys) else i: acc for i, acc in by_index.items()}
+
+    def by_name(accuracies: dict[str, float]) -> dict[str, float]:
+        return {keys[int(i)] if i.isdigit() and int(i) < len(keys) else i: acc for i, acc in accuracies.items()}
+
     return {
         "output_dir": str(result.output_dir),
         "artifact": str(result.artifact) if result.artifact is not None else None,
@@ -72,11 +82,30 @@ def result_dict(result: Any, torch_save_bytes: int | None, stages: tuple[str, ..
         "dense_accuracy": result.dense_accuracy,
         "accuracy": result.accuracy,
         "sparsity": result.sparsity,
-        "stage_accuracy": stage_accuracy,  # by stage name, in the recipe's order
+        "stage_accuracy": by_name(result.record.stage_accuracy),  # by stage name, in the recipe's order
+        "teacher_accuracy": by_name(result.record.teacher_accuracy),  # mutual stages' self-teachers
         "layers": layers,
         "sizes": sizes,
         "artifact_report": report.to_dict() if report is not None else None,
     }
+
+
+def phase2_lines(data: dict[str, Any]) -> list[str]:
+    """Per mutual stage: the student before and after it and its self-teacher (the regime: KD can
+    only help a student whose teacher leads), then what the suite measured for the method."""
+    metric, stages = data.get("metric", "accuracy"), list(data["stage_accuracy"].items())
+    lines = []
+    for i, (name, after) in enumerate(stages):
+        teacher = data.get("teacher_accuracy", {}).get(name)
+        if teacher is None:
+            continue
+        before = f"{metric_text(metric, stages[i - 1][1])} after {stages[i - 1][0]} -> " if i else ""
+        lead = f", {100 * (teacher - after):+.1f} points" if metric == "accuracy" else ""
+        lines.append(f"{name} (mutual distillation): student {before}{metric_text(metric, after)}; "
+                     f"its self-teacher {metric_text(metric, teacher)}{lead}.")
+    if lines:
+        lines.append(PHASE2_ON_THE_SUITE.format(figure=PHASE2_FIGURE))
+    return lines
 
 
 def layer_table(layers: list[dict[str, Any]]) -> Table:
@@ -110,6 +139,8 @@ def print_summary(console: Console, data: dict[str, Any]) -> None:
         soft_wrap=True,
     )
     console.print(f"sparsity of the compressed weights: {percent(data['sparsity'])}", highlight=False)
+    for line in phase2_lines(data):
+        console.print(Text(line), highlight=False, soft_wrap=True)
     if data["layers"]:
         console.print(layer_table(data["layers"]))
     sizes = data["sizes"]

@@ -155,8 +155,9 @@ def check_records(records: Any, where: str = "records") -> None:
             _string(path, f"{where}.targets[{i}]")
     if records.get("dense_accuracy") is not None:
         _number(records["dense_accuracy"], f"{where}.dense_accuracy")
-    for key, value in _object(records.get("stage_accuracy", {}), f"{where}.stage_accuracy").items():
-        _number(value, f"{where}.stage_accuracy[{key!r}]")
+    for field in ("stage_accuracy", "teacher_accuracy"):
+        for key, value in _object(records.get(field, {}), f"{where}.{field}").items():
+            _number(value, f"{where}.{field}[{key!r}]")
     for key, value in _object(records.get("bits", {}), f"{where}.bits").items():
         _count(value, f"{where}.bits[{key!r}]")
     if records.get("kd_teacher_spec") is not None:

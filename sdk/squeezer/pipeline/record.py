@@ -29,6 +29,8 @@ class RunRecord:
     dense_accuracy: float | None = None
     #: validation accuracy at the end of each stage, by stage index (JSON keys are strings)
     stage_accuracy: dict[str, float] = attrs.field(factory=dict)
+    #: the self-teacher's validation accuracy after each ``mutual`` stage's latest epoch, by stage index
+    teacher_accuracy: dict[str, float] = attrs.field(factory=dict)
     #: the ``distill`` stage's teacher structure (:func:`squeezer.compress.spec`), to rebuild it on resume
     kd_teacher_spec: dict[str, Any] | None = None
 

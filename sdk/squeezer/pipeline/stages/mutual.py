@@ -75,4 +75,6 @@ class MutualRunner(StageRunner):
 
     def epoch_metrics(self) -> dict[str, float]:
         assert self.teacher is not None
-        return {"teacher_accuracy": evaluate(self.teacher, self.ctx.val_loader, self.ctx.device, self.ctx.task)[1]}
+        accuracy = evaluate(self.teacher, self.ctx.val_loader, self.ctx.device, self.ctx.task)[1]
+        self.ctx.record.teacher_accuracy[str(self.index)] = accuracy  # the run summary's regime line
+        return {"teacher_accuracy": accuracy}
