@@ -100,7 +100,8 @@ def phase2_lines(data: dict[str, Any]) -> list[str]:
         if teacher is None:
             continue
         before = f"{metric_text(metric, stages[i - 1][1])} after {stages[i - 1][0]} -> " if i else ""
-        lead = f", {100 * (teacher - after):+.1f} points" if metric == "accuracy" else ""
+        gap = 100 * (teacher - after)
+        lead = f", {abs(gap):.1f} points {'ahead' if gap >= 0 else 'behind'}" if metric == "accuracy" else ""
         lines.append(f"{name} (mutual distillation): student {before}{metric_text(metric, after)}; "
                      f"its self-teacher {metric_text(metric, teacher)}{lead}.")
     if lines:
