@@ -551,7 +551,8 @@ def _ablation_section(meta: dict[str, Any], runs: list[dict[str, Any]]) -> list[
         return []
     lines = ["", "## Phase 2 vs the equal-budget Phase-1 ablation (issue 16, item 4)", "",
              "*FT*: the same recipe with the `mutual` stage replaced by a `train` stage of the same epochs "
-             "(2 + 10 = 12) and learning rate (0.0005, one cosine schedule): plain cross-entropy fine-tuning of "
+             "(2 + 10 = 12) and learning rate (the `mutual` stage's, one cosine schedule): plain cross-entropy "
+             "fine-tuning of "
              "the pruned 4-bit student, masks and LSQ quantizers kept, no self-teacher. Paired by seed (only "
              "seeds with both runs). *Teacher − student*: PQK's self-teacher minus its student, validation.", "",
              "| model | seeds | PQK test | FT test | PQK − FT (test) | PQK val | FT val | PQK − FT (val) "

@@ -14,7 +14,8 @@ _ZEROS_PACKED = "Pruned weights are zeros that the artifact packs away; they are
 NO_SPEEDUP = _ZEROS_PACKED + ": the loaded model is dense, so expect a smaller file, not a faster model."
 #: said instead when the layers' inputs are quantized too: then the ONNX export runs integer kernels
 INTEGER_EXPORT = _ZEROS_PACKED + (
-    ". Weights and layer inputs are quantized, so `squeezer export {out} --format onnx` writes an integer "
+    ". Weights and layer inputs are quantized, so `squeezer export {out} --format onnx --out {out}/model.onnx` "
+    "writes an integer "
     "model (QLinearConv / QGemm in onnxruntime: faster than FP32 at larger batches; docs/concepts.md#onnx-export)."
 )
 
@@ -24,7 +25,7 @@ PHASE2_ON_THE_SUITE = (
     "fine-tuning ({figure}; benchmarks/results/SUITE.md): KD helps only where the self-teacher leads. "
     "recipes/phase1.toml fine-tunes instead."
 )
-PHASE2_FIGURE = "PQK - fine-tuning +0.00 test points"
+PHASE2_FIGURE = "PQK - fine-tuning +0.13 +- 0.46 test points, +0.36 validation, 18 paired runs"
 
 
 def fmt_bytes(n: float | None) -> str:
