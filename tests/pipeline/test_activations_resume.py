@@ -20,29 +20,26 @@ ACTS_RECIPE = RECIPE.replace(
 )
 
 
-@pytest.mark.parametrize("nth", [3, 5])  # mid Phase 1 (between rounds), mid Phase 2 (after the warm-up)
-def test_resume_with_activation_quantizers_is_exact(tmp_path: Path, nth: int) -> None:
-    assert "activations" in ACTS_RECIPE
-    recipe = parse_recipe(ACTS_RECIPE)
-    full = run(recipe, out=tmp_path / "full")
-    with pytest.raises(Crash):
-        run(recipe, out=tmp_path / "cut", sink=_crash_at(Checkpointed, nth))
-    resumed = run(recipe, out=tmp_path / "cut", resume=True)
-    artifact = "model.safetensors"
-    assert (tmp_path / "cut" / artifact).read_bytes() == (tmp_path / "full" / artifact).read_bytes()
-    assert resumed.accuracy == full.accuracy
-
-
 DISTILL_RECIPE = ACTS_RECIPE[: ACTS_RECIPE.index('type = "mutual"')] + 'type = "distill"\nepochs = 2\n'
 
 
-def test_resume_inside_distill_keeps_the_teachers_activation_quantizers(tmp_path: Path) -> None:
-    # The distill stage's teacher is the activation-quantized model the prune stage left; on
-    # resume it is rebuilt from the model's factory, so its input quantizers must come back too.
-    recipe = parse_recipe(DISTILL_RECIPE)
+@pytest.mark.parametrize(
+    ("text", "nth"),
+    [
+        (ACTS_RECIPE, 3),  # mid Phase 1, between rounds
+        (ACTS_RECIPE, 5),  # mid Phase 2, after the warm-up
+        # The distill stage's teacher is the activation-quantized model the prune stage left; on
+        # resume it is rebuilt from the model's factory, so its input quantizers must come back too.
+        (DISTILL_RECIPE, 5),  # after distill's first epoch
+    ],
+    ids=["phase1", "mutual", "distill"],
+)
+def test_resume_with_activation_quantizers_is_exact(tmp_path: Path, text: str, nth: int) -> None:
+    assert "activations" in text
+    recipe = parse_recipe(text)
     full = run(recipe, out=tmp_path / "full")
     with pytest.raises(Crash):
-        run(recipe, out=tmp_path / "cut", sink=_crash_at(Checkpointed, 5))  # after distill's first epoch
+        run(recipe, out=tmp_path / "cut", sink=_crash_at(Checkpointed, nth))
     resumed = run(recipe, out=tmp_path / "cut", resume=True)
     artifact = "model.safetensors"
     assert (tmp_path / "cut" / artifact).read_bytes() == (tmp_path / "full" / artifact).read_bytes()

@@ -32,7 +32,7 @@ class DistillRunner(StageRunner):
     def prepare(self, resuming: bool) -> None:
         # The teacher is the model as the previous stage left it. On resume the current model is
         # already the student, so the teacher is rebuilt from the model's factory and the structure
-        # in the run record; the runner then loads its state through extra_modules().
+        # in the run record; the runner then loads its state through load_extra().
         if resuming:
             spec = self.ctx.record.kd_teacher_spec
             if spec is None:
