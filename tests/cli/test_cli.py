@@ -479,6 +479,7 @@ def test_export_from_checkpoint(finished_run: tuple[Path, Any], tmp_path: Path) 
 def test_export_bad_input(tmp_path: Path) -> None:
     assert_one_line_error(invoke("export", tmp_path / "none.safetensors", "--out", tmp_path / "x"), 2,
                           "none.safetensors")
+    assert_one_line_error(invoke("export", tmp_path), 2, "--out: name the artifact file")
 
 
 def test_export_onnx_needs_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -248,9 +248,13 @@ def test_export_onnx_takes_the_artifact(finished_run: tuple[Path, Any], tmp_path
     lone = tmp_path / "lone"
     lone.mkdir()
     shutil.copy(out / "model.safetensors", lone / "model.safetensors")
-    result = invoke("export", lone / "model.safetensors", "--out", tmp_path / "f.onnx", "--format", "onnx")
+    result = invoke("export", lone, "--format", "onnx")  # without --out: model.onnx in the run directory
     assert result.exit_code == 0, result.output
-    assert "float initializers" in result.stdout.replace("\n", " ")
+    assert "float initializers" in result.stdout.replace("\n", " ") and (lone / "model.onnx").is_file()
+    before = (lone / "model.onnx").read_bytes()
+    assert_one_line_error(invoke("export", lone / "model.safetensors", "--format", "onnx"), 2,
+                          f"{lone / 'model.onnx'}: already exists", "--out")
+    assert (lone / "model.onnx").read_bytes() == before
 
 
 def test_export_of_an_artifact_to_an_artifact_names_the_right_command(finished_run: tuple[Path, Any],

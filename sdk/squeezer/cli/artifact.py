@@ -175,7 +175,10 @@ def export_command(
         Path, typer.Argument(help="Pipeline checkpoint, a run's output directory (its last checkpoint), or, "
                                   "with --format onnx, an artifact (model.safetensors).", show_default=False)
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Artifact file to write.", show_default=False)],
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="File to write; replaced if it exists. Required with --format squeezer; with --format "
+                            "onnx the default is model.onnx in the run directory (or the named file's name with "
+                            ".onnx), which is never replaced.", show_default=False)] = None,
     format: Annotated[Format, typer.Option(
         "--format", help="Artifact format: squeezer, or onnx (quantized weights as integer codes + "
                          "DequantizeLinear, verified with onnxruntime; needs the onnx extra: "
@@ -199,7 +202,11 @@ def export_command(
 
     from squeezer.artifact import export
 
+    if out is None and format is Format.squeezer:
+        raise CliError("--out: name the artifact file to write (e.g. --out model.safetensors)")
     path = run_file(checkpoint, prefer="checkpoint" if format is Format.squeezer else "artifact")
+    if out is None:
+        out = default_onnx_path(checkpoint, path)
     is_artifact = file_format(path) == ARTIFACT_FORMAT
     if is_artifact and format is Format.squeezer:
         raise CliError(f"{path}: already a squeezer artifact (squeezer inspect {shlex.quote(str(path))} reports "
@@ -240,6 +247,16 @@ def export_command(
         f"wrote {report.path}: {fmt_bytes(report.file_bytes)} (FP32 dense {fmt_bytes(report.dense_fp32_bytes)}, "
         f"{report.compression:.1f}x smaller); from {origin}"
     ), soft_wrap=True)
+
+
+def default_onnx_path(named: Path, path: Path) -> Path:
+    """Where ``--format onnx`` writes without ``--out``: ``model.onnx`` in a named run directory, else
+    the named file with the suffix ``.onnx``. A file already there is the user's: never replaced."""
+    target = named / "model.onnx" if named.is_dir() else path.with_suffix(".onnx")
+    if target.exists():
+        raise CliError(f"{target}: already exists; pass --out {shlex.quote(str(target))} to replace it, or "
+                       "another --out")
+    return target
 
 
 @attrs.frozen

@@ -14,7 +14,7 @@ _ZEROS_PACKED = "Pruned weights are zeros that the artifact packs away; they are
 NO_SPEEDUP = _ZEROS_PACKED + ": the loaded model is dense, so expect a smaller file, not a faster model."
 #: said instead when the layers' inputs are quantized too: then the ONNX export runs integer kernels
 INTEGER_EXPORT = _ZEROS_PACKED + (
-    ". Weights and layer inputs are quantized, so `squeezer export {out} --format onnx --out {out}/model.onnx` "
+    ". Weights and layer inputs are quantized, so `squeezer export {out} --format onnx` "
     "writes an integer "
     "model (QLinearConv / QGemm in onnxruntime: faster than FP32 at larger batches; docs/concepts.md#onnx-export)."
 )
