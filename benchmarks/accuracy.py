@@ -58,9 +58,10 @@ def bundled_recipe() -> dict[str, Any]:
     return tomllib.loads(DEFAULT_RECIPE.read_text(encoding="utf-8"))
 
 
-def budget(scale: float) -> dict[str, Any]:
-    """Epochs and learning rates of every phase, from the bundled recipe, scaled by ``scale``."""
-    data = bundled_recipe()
+def budget(scale: float, recipe: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Epochs and learning rates of every phase, from ``recipe`` (default: the bundled one), scaled
+    by ``scale``."""
+    data = recipe if recipe is not None else bundled_recipe()
     dense, prune, mutual = data["stages"]
     assert (dense["type"], prune["type"], mutual["type"]) == ("train", "prune", "mutual"), "unexpected pqk.toml"
     rounds = int(prune["scheduler"].get("rounds", ROUNDS))

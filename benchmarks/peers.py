@@ -4,7 +4,8 @@ Every method trains the bundled digits CNN (``squeezer.examples.digits:make_mode
 fixed three-way split of the shipped digits (``benchmarks.suite.digits_cnn``: train 1,047,
 validation 300, test 450; nothing is chosen on test) with the same epoch budget, the bundled
 recipe's: dense 12 + prune 5 rounds x 4 + Phase 2 (2 warm-up + 10) = 44 epochs, and the recipe's
-learning rates per phase (Adam; dense 0.002, prune 0.004, fine-tuning 0.0005; cosine per phase):
+learning rates per phase, read from the recipe (Adam; dense 0.002, prune 0.004, fine-tuning 0.0015;
+cosine per phase):
 
 - ``dense``: FP32 for all 44 epochs (plain torch; one run per seed);
 - ``squeezer_pqk``: ``recipes/pqk.toml`` with the target sparsity and bits changed, driven by

@@ -51,7 +51,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.report import keep_hand_written  # noqa: E402  (a rerun keeps SUITE.md's written sections)
 
-METHODS = ("pqk", "dense_full", "pqk_l1", "phase1_ft")
+METHODS = ("pqk", "dense_full", "pqk_l1", "phase1_ft", "torch_baseline")
 DEFAULT_METHODS = ("pqk", "dense_full")
 
 
@@ -191,9 +191,18 @@ def sizes(model: Any, layers: tuple[tuple[str, int, int, int], ...]) -> dict[str
             floats += t.numel()
     bits = 32.0 * floats
     for _path, numel, nnz, b in layers:
-        shape = model.get_parameter(_param_path(model, _path)).shape
+        shape = _weight(model, _path).shape
         bits += nnz * b + entropy_bits(numel, nnz) + (32 * shape[0] if b < 32 else 0)
     return {"accounted_bytes": bits / 8, "fp32_bytes": 4.0 * dense_floats}
+
+
+def _weight(model: Any, path: str) -> Any:
+    """The compressed weight at ``path``: its stored original under a parametrization, else the
+    parameter itself (a plain model, as the torch baseline's)."""
+    try:
+        return model.get_parameter(path)
+    except AttributeError:
+        return model.get_parameter(_param_path(model, path))
 
 
 def _param_path(model: Any, path: str) -> str:
@@ -340,6 +349,10 @@ def run_one(member: Any, method: str, seed: int, sparsity: float, bits: int, sca
     try:
         if method == "dense_full":
             row.update(run_dense_full(member, seed, scale, data_options))
+        elif method == "torch_baseline":
+            from benchmarks.suite_torch import run_torch_baseline
+
+            row.update(run_torch_baseline(member, seed, sparsity, bits, scale, data_options))
         else:
             row.update(run_pqk(member, seed, sparsity, bits, scale, data_options, method == "pqk_l1",
                                method == "phase1_ft"))
@@ -531,6 +544,9 @@ def report(data: dict[str, Any]) -> str:
                 f"| {statistics.mean(dead):.1f} ({statistics.mean(dead_m):.1f}) / {total} | {dw_text} "
                 f"| {_ms([float(dead_of(r)) for r in lamp.values()], 1)} | {shown} |")
     lines += _ablation_section(meta, runs)
+    from benchmarks.suite_torch import torch_section
+
+    lines += torch_section(meta, runs)
     if meta.get("observations"):
         lines += ["", "## Observations (written from this run's numbers, not generated)", "",
                   meta["observations"].strip()]

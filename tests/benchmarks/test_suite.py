@@ -204,3 +204,25 @@ def test_merge_replaces_runs_of_the_same_model_method_and_seed() -> None:
     assert got == {("pqk", 0): 1.0, ("pqk", 1): 3.0, ("pqk", 2): 4.0, ("dense_full", 0): 5.0}
     assert out["meta"]["appended"][-1]["seeds"] == [1, 2] and out["meta"]["appended"][-1]["recipe"] == "x.toml"
     assert suite_run._seed_range([1, 2]) == "1..2" and suite_run._seed_range(3) == "0..2"
+
+
+@pytest.mark.parametrize("member", MEMBERS, ids=IDS)
+def test_torch_baseline_compresses_what_squeezer_compresses(member: Member) -> None:
+    """Plain PyTorch (``torch_baseline``) on a tiny budget: the weights squeezer targets, pruned to
+    the target, pruned entries exactly zero in the deployed model, 8 bits on the first one only;
+    the report pairs it with PQK."""
+    from squeezer.compress.targets import Targets, resolve
+
+    rows = [suite_run.run_one(member, m, 0, 0.9, 4, scale=0.01, data_options={"subset": 96})
+            for m in ("torch_baseline", "pqk")]
+    assert all("error" not in r for r in rows), [r.get("traceback") for r in rows]
+    base = rows[0]
+    assert [lay["layer"] for lay in base["layers"]] == list(resolve(member.build_model(), Targets()).targets)
+    assert [lay["layer"] for lay in base["layers"]] == [lay["layer"] for lay in rows[1]["layers"]]
+    assert [lay["bits"] for lay in base["layers"]] == [8] + [4] * (len(base["layers"]) - 1)
+    assert base["sparsity"] >= 0.9 - 1e-3  # deployed zeros: pruned entries plus kept ones quantized to 0
+    assert base["epochs"] == rows[1]["epochs"] and 0 < base["accounted_bytes"] < base["fp32_bytes"]
+    assert all(0.0 <= base[k][s] <= 100.0 for k in ("student", "dense") for s in ("train", "val", "test"))
+    text = suite_run.report({"meta": {"models": [member.name], "seeds": [0], "sparsity": 0.9, "bits": 4,
+                                      "epochs_scale": 0.01}, "runs": rows})
+    assert "PQK vs plain PyTorch" in text and "of 1 members" in text
