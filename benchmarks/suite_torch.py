@@ -7,7 +7,9 @@ every round):
 the dense stage; then ``torch.nn.utils.prune.global_unstructured`` (L1) to squeezer's geometric
 sparsities, each round followed by training with per-channel symmetric
 ``torch.ao.quantization.FakeQuantize`` on the weights from the first round on (the first
-compressed weight at 8 bits, as the recipe's ``@first``); then QAT fine-tuning for the epochs
+compressed weight at 8 bits, as the recipe's ``@first``) and, when the recipe quantizes activations,
+torch's per-tensor affine activation ``FakeQuantize`` at those bits on every compressed layer's
+input, also from the first round (as the recipe's ``activations``); then QAT fine-tuning for the epochs
 squeezer spends in Phase 2. It compresses the parameters squeezer's default targeting picks
 (``squeezer.compress.targets.resolve``: Linear and convolution weights, RNN gate matrices), so both
 compress the same weights, and it reports the same splits and accounted size as the PQK rows.
@@ -36,24 +38,45 @@ class _FakeQuantWeights:
             setattr(module, attr, fq(getattr(module, f"{attr}_orig") * getattr(module, f"{attr}_mask")))
 
 
+class _FakeQuantInput:
+    """Forward pre-hook: the module's first input through an activation ``FakeQuantize``."""
+
+    def __init__(self, fq: nn.Module) -> None:
+        self.fq = fq
+
+    def __call__(self, _module: nn.Module, inputs: tuple[Any, ...]) -> tuple[Any, ...]:
+        return (self.fq(inputs[0]), *inputs[1:])
+
+
+def _activation_fake_quant(bits: int) -> nn.Module:
+    """torch's default activation fake-quant (per tensor, affine, moving-average min/max) at ``bits``."""
+    from torch.ao.quantization import FakeQuantize, MovingAverageMinMaxObserver
+
+    return FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=2 ** bits - 1,
+                                  dtype=torch.quint8, qscheme=torch.per_tensor_affine)()
+
+
 def _owner(model: nn.Module, path: str) -> tuple[nn.Module, str]:
     module, _, attr = path.rpartition(".")
     return (model.get_submodule(module) if module else model), attr
 
 
 def _baked(model: nn.Module, build: Any, targets: list[tuple[nn.Module, str, nn.Module]],
-           paths: list[str]) -> nn.Module:
-    """A fresh model holding the deployed weights: ``fake_quant(orig * mask)`` at every target."""
+           paths: list[str], inputs: dict[str, nn.Module]) -> nn.Module:
+    """A fresh model holding the deployed weights, ``fake_quant(orig * mask)`` at every target, and
+    the (frozen) activation fake-quants of ``inputs`` (module path -> FakeQuantize) on its inputs."""
     from torch.ao.quantization import disable_observer
 
     model.apply(disable_observer)
     state = {k: v for k, v in model.state_dict().items()
-             if not k.endswith(("_orig", "_mask")) and "weight_fake_quant" not in k}
+             if not k.endswith(("_orig", "_mask")) and "_fake_quant_" not in k}
     with torch.no_grad():
         for path, (module, attr, fq) in zip(paths, targets, strict=True):
             state[path] = fq(getattr(module, f"{attr}_orig") * getattr(module, f"{attr}_mask")).detach()
     baked = build()
     baked.load_state_dict(state)
+    for path, fq in inputs.items():
+        baked.get_submodule(path).register_forward_pre_hook(_FakeQuantInput(fq))
     return baked.eval()
 
 
@@ -65,7 +88,10 @@ def run_torch_baseline(member: Any, seed: int, sparsity: float, bits: int, scale
 
     from squeezer.compress.targets import Targets, resolve
 
-    b = acc.budget(scale, bundled_recipe())  # suite_run's recipe: pqk.toml or its --recipe candidate
+    recipe = bundled_recipe()  # suite_run's recipe: pqk.toml or its --recipe candidate
+    b = acc.budget(scale, recipe)
+    activations = recipe["stages"][1].get("activations")
+    act_bits = activations.get("bits") if isinstance(activations, dict) else activations
     splits = eval_splits(member, data_options)
     torch.manual_seed(seed)
     model = member.build_model()
@@ -82,6 +108,12 @@ def run_torch_baseline(member: Any, seed: int, sparsity: float, bits: int, scale
     for i, ((module, attr), fq) in enumerate(zip(owners, fqs, strict=True)):
         module.add_module(f"weight_fake_quant_{i}", fq)
         by_module.setdefault(module, {})[attr] = fq
+    names = {m: n for n, m in model.named_modules()}
+    inputs = {names[m]: _activation_fake_quant(act_bits) for m in by_module} if act_bits else {}
+    for path, fq in inputs.items():  # as the recipe's activations: each compressed layer's input, from round 1
+        module = model.get_submodule(path)
+        module.add_module("input_fake_quant_", fq)
+        module.register_forward_pre_hook(_FakeQuantInput(fq))
     handles: list[Any] = []
     previous, opt_ready = 0.0, False
     for target in acc.geometric(sparsity, b["rounds"]):
@@ -102,11 +134,11 @@ def run_torch_baseline(member: Any, seed: int, sparsity: float, bits: int, scale
                         value.mul_(mask)
         acc.train_epochs(model, train, opt, b["lr_prune"], b["epochs_per_round"])
     quantized = [(module, attr, fq) for (module, attr), fq in zip(owners, fqs, strict=True)]
-    phase1 = split_accuracies(_baked(model, member.build_model, quantized, paths), splits)
+    phase1 = split_accuracies(_baked(model, member.build_model, quantized, paths, inputs), splits)
     model.apply(enable_observer)  # _baked froze them; QAT fine-tuning observes again, as in the rounds
     opt = torch.optim.Adam(model.parameters(), lr=b["lr_phase2"])
     acc.train_epochs(model, train, opt, b["lr_phase2"], b["phase2_epochs"])
-    student = _baked(model, member.build_model, quantized, paths)
+    student = _baked(model, member.build_model, quantized, paths, inputs)
     final = split_accuracies(student, splits)
 
     layers = []
@@ -116,7 +148,7 @@ def run_torch_baseline(member: Any, seed: int, sparsity: float, bits: int, scale
     numel, nnz = sum(n for _, n, _, _ in layers), sum(z for _, _, z, _ in layers)
     return {"student": final, "dense": {**dense, "epochs": b["dense_epochs"]},
             "stage_accuracy": {"0": dense["val"], "1": phase1["val"], "2": final["val"]},
-            "sparsity": 1.0 - nnz / numel, **sizes(student, tuple(layers)),
+            "sparsity": 1.0 - nnz / numel, "activation_bits": act_bits, **sizes(student, tuple(layers)),
             "layers": [{"layer": p, "numel": n, "nnz": z, "bits": k} for p, n, z, k in layers],
             "epochs": b["total_epochs"]}
 
@@ -134,7 +166,8 @@ def torch_section(meta: dict[str, Any], runs: list[dict[str, Any]]) -> list[str]
              "and the peers)", "",
              "*torch*: `benchmarks/suite_torch.py`: torch's `global_unstructured` L1 pruning to the same geometric "
              "sparsities + per-channel `FakeQuantize` weight QAT (first compressed weight 8-bit), then QAT "
-             "fine-tuning, on the weights squeezer compresses, with the recipe's epochs and learning rates. "
+             "fine-tuning, on the weights squeezer compresses, with the recipe's epochs and learning rates; "
+             "with the recipe's activation bits, torch's per-tensor `FakeQuantize` on those layers' inputs. "
              "Paired by seed (only seeds with both runs). *Accounted*: the same size formula for both.", "",
              "| model | seeds | torch val | PQK val | PQK − torch (val) | torch test | PQK test "
              "| PQK − torch (test) | torch train | torch Phase 1 val | accounted B (torch / PQK) |",

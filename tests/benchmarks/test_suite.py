@@ -220,6 +220,7 @@ def test_torch_baseline_compresses_what_squeezer_compresses(member: Member) -> N
     assert [lay["layer"] for lay in base["layers"]] == list(resolve(member.build_model(), Targets()).targets)
     assert [lay["layer"] for lay in base["layers"]] == [lay["layer"] for lay in rows[1]["layers"]]
     assert [lay["bits"] for lay in base["layers"]] == [8] + [4] * (len(base["layers"]) - 1)
+    assert base["activation_bits"] == suite_run.bundled_recipe()["stages"][1]["activations"]["bits"]
     assert base["sparsity"] >= 0.9 - 1e-3  # deployed zeros: pruned entries plus kept ones quantized to 0
     assert base["epochs"] == rows[1]["epochs"] and 0 < base["accounted_bytes"] < base["fp32_bytes"]
     assert all(0.0 <= base[k][s] <= 100.0 for k in ("student", "dense") for s in ("train", "val", "test"))
