@@ -9,7 +9,7 @@ cosine per phase):
 
 - ``dense``: FP32 for all 44 epochs (plain torch; one run per seed);
 - ``squeezer_pqk``: ``recipes/pqk.toml`` with the target sparsity and bits changed, driven by
-  ``suite_run.run_pqk`` (LAMP pruning, LSQ on log(step), first layer 8-bit, Phase 2 mutual KD);
+  ``suite_run.run_pqk`` (LAMP pruning, LSQ on log(step), first layer 8-bit, 8-bit activations, Phase 2 mutual KD);
 - ``torch_baseline``: ``torch.nn.utils.prune.global_unstructured`` (L1, squeezer's geometric
   schedule) + per-channel symmetric ``torch.ao.quantization.FakeQuantize`` weight QAT from the first
   round (first layer 8-bit), then QAT fine-tuning (``accuracy.py``'s helpers);
@@ -514,7 +514,8 @@ def _kb(values: list[float | None]) -> str:
 
 
 NOTES = {
-    "squeezer_pqk": "LAMP global pruning, LSQ (log step) weights, first layer 8-bit, Phase 2 mutual KD",
+    "squeezer_pqk": "LAMP global pruning, LSQ (log step) weights, first layer 8-bit, 8-bit LSQ activations "
+                    "(the peers quantize weights only), Phase 2 mutual KD",
     "torch_baseline": "global L1 + per-channel min/max FakeQuantize; first layer 8-bit",
     "nncf": "**4-bit at the 2-bit point** (NNCF's FQ weight format has no INT2); global magnitude on "
             "|w|/‖w‖₂ (NNCF's global mode); FQ weight compression: Linear at the bits (symmetric), "
