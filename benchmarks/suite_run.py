@@ -610,6 +610,16 @@ def write_json(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
+def write_report(md: Path, data: dict[str, Any]) -> None:
+    """The Markdown report (keeping its hand-written sections) and, beside it, the accuracy-vs-size
+    plot (``SUITE.md`` -> ``suite.png``, ``X.md`` -> ``X.png``)."""
+    from benchmarks.suite_plot import plot
+
+    md.write_text(keep_hand_written(md, report(data)), encoding="utf-8")
+    png = md.with_name("suite.png") if md.name == "SUITE.md" else md.with_suffix(".png")
+    print(md, png if plot(data, png) else "(no plot: matplotlib is not installed)")
+
+
 def main(argv: list[str] | None = None) -> int:
     from benchmarks.suite import REGISTRY
 
@@ -642,16 +652,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.merge:
         write_json(args.out, merged(json.loads(args.out.read_text(encoding="utf-8")),
                                     [json.loads(p.read_text(encoding="utf-8")) for p in args.merge], args.why))
-        md.write_text(keep_hand_written(md, report(json.loads(args.out.read_text(encoding="utf-8")))), encoding="utf-8")
-        print(md)
+        write_report(md, json.loads(args.out.read_text(encoding="utf-8")))
         return 0
     if args.report_only:
         stored = json.loads(args.out.read_text(encoding="utf-8"))
         if args.observations is not None:  # kept in the JSON, so a regenerated report keeps them
             stored["meta"]["observations"] = args.observations.read_text(encoding="utf-8")
             write_json(args.out, stored)
-        md.write_text(keep_hand_written(md, report(stored)), encoding="utf-8")
-        print(md)
+        write_report(md, stored)
         return 0
     os.environ.setdefault("SQUEEZER_DISABLE_PLUGIN_AUTOLOAD", "1")
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -689,14 +697,13 @@ def main(argv: list[str] | None = None) -> int:
                 data["runs"].append(row)
                 meta["wall_seconds"] = time.perf_counter() - start
                 write_json(args.out, data)
-                md.write_text(keep_hand_written(md, report(data)), encoding="utf-8")
+                md.write_text(keep_hand_written(md, report(data)), encoding="utf-8")  # the plot at the end
                 acc = row.get("student", row.get("dense_full", {}))
                 print(f"[{meta['wall_seconds'] / 60:5.1f} min] {name} {method} seed {seed}: "
                       f"{row.get('error') or acc} ({row['seconds']:.0f} s)", flush=True)
     meta["complete"] = True
     write_json(args.out, data)
-    md.write_text(keep_hand_written(md, report(data)), encoding="utf-8")
-    print(md)
+    write_report(md, data)
     return 0 if all("error" not in r for r in data["runs"]) else 1
 
 

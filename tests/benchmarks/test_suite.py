@@ -227,3 +227,21 @@ def test_torch_baseline_compresses_what_squeezer_compresses(member: Member) -> N
     text = suite_run.report({"meta": {"models": [member.name], "seeds": [0], "sparsity": 0.9, "bits": 4,
                                       "epochs_scale": 0.01}, "runs": rows})
     assert "PQK vs plain PyTorch" in text and "of 1 members" in text
+
+
+def test_plot_points_per_member() -> None:
+    """The accuracy-vs-size plot's points: compressed methods at their mean accounted size, the
+    dense rows at the FP32 size, test accuracies per seed."""
+    from benchmarks.suite_plot import points
+
+    def row(method: str, seed: int, test: float, size: float) -> dict[str, object]:
+        return {"model": "m", "method": method, "seed": seed, "student": {"test": test}, "accounted_bytes": size,
+                "fp32_bytes": 400.0, "dense": {"test": 99.0}}
+
+    data = {"meta": {"models": ["m"]}, "runs": [
+        row("pqk", 0, 90.0, 10.0), row("pqk", 1, 92.0, 12.0), row("torch_baseline", 0, 80.0, 11.0),
+        {"model": "m", "method": "dense_full", "seed": 0, "dense_full": {"test": 98.0}},
+        {"model": "m", "method": "pqk", "seed": 2, "error": "boom"}]}
+    got = points(data, "m")
+    assert got == {"pqk": (11.0, [90.0, 92.0]), "torch_baseline": (11.0, [80.0]),
+                   "dense@12": (400.0, [99.0, 99.0]), "dense@44": (400.0, [98.0])}
