@@ -254,7 +254,7 @@ def run_torch_baseline(seed: int, b: dict[str, Any], sparsity: float, bits: int)
         if opt is None:  # after the first round, so the fake-quant observers' state exists
             opt = torch.optim.Adam(model.parameters(), lr=b["lr_prune"])
         else:
-            _forget_pruned(layers, opt)
+            forget_pruned([(m, "weight") for _, m in layers], opt)
         train_epochs(model, train, opt, b["lr_prune"], b["epochs_per_round"])
     phase1_acc = _eval_quant(model, val, disable_observer, enable_observer)
 
@@ -285,12 +285,14 @@ def run_torch_baseline(seed: int, b: dict[str, Any], sparsity: float, bits: int)
             "size_bytes": size_bytes(stats, other), "epochs": b["total_epochs"]}
 
 
-def _forget_pruned(layers: list[tuple[str, nn.Module]], opt: torch.optim.Optimizer) -> None:
-    """As squeezer does: zero Adam moments at newly pruned entries."""
-    for _, m in layers:
-        for value in opt.state.get(m.weight_orig, {}).values():
-            if isinstance(value, torch.Tensor) and value.shape == m.weight_mask.shape:
-                value.mul_(m.weight_mask)
+def forget_pruned(owners: list[tuple[nn.Module, str]], opt: torch.optim.Optimizer) -> None:
+    """As squeezer does: zero Adam moments at newly pruned entries of each torch-pruned
+    ``(module, attr)`` (its ``attr_orig`` parameter and ``attr_mask`` buffer)."""
+    for module, attr in owners:
+        mask = getattr(module, f"{attr}_mask")
+        for value in opt.state.get(getattr(module, f"{attr}_orig"), {}).values():
+            if isinstance(value, torch.Tensor) and value.shape == mask.shape:
+                value.mul_(mask)
 
 
 def _eval_quant(model: nn.Module, val: Any, disable: Any, enable: Any) -> float:

@@ -126,12 +126,8 @@ def run_torch_baseline(member: Any, seed: int, sparsity: float, bits: int, scale
         handles = [m.register_forward_pre_hook(_FakeQuantWeights(q)) for m, q in by_module.items()]
         if not opt_ready:  # after the first round: the fake-quant observers' state exists then
             opt, opt_ready = torch.optim.Adam(model.parameters(), lr=b["lr_prune"]), True
-        else:  # as squeezer does: no Adam momentum at newly pruned entries
-            for module, attr in owners:
-                mask = getattr(module, f"{attr}_mask")
-                for value in opt.state.get(getattr(module, f"{attr}_orig"), {}).values():
-                    if isinstance(value, torch.Tensor) and value.shape == mask.shape:
-                        value.mul_(mask)
+        else:
+            acc.forget_pruned(owners, opt)
         acc.train_epochs(model, train, opt, b["lr_prune"], b["epochs_per_round"])
     quantized = [(module, attr, fq) for (module, attr), fq in zip(owners, fqs, strict=True)]
     phase1 = split_accuracies(_baked(model, member.build_model, quantized, paths, inputs), splits)
