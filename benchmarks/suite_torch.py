@@ -56,11 +56,6 @@ def _activation_fake_quant(bits: int) -> nn.Module:
                                   dtype=torch.quint8, qscheme=torch.per_tensor_affine)()
 
 
-def _owner(model: nn.Module, path: str) -> tuple[nn.Module, str]:
-    module, _, attr = path.rpartition(".")
-    return (model.get_submodule(module) if module else model), attr
-
-
 def _baked(model: nn.Module, build: Any, targets: list[tuple[nn.Module, str, nn.Module]],
            paths: list[str], inputs: dict[str, nn.Module]) -> nn.Module:
     """A fresh model holding the deployed weights, ``fake_quant(orig * mask)`` at every target, and
@@ -86,7 +81,7 @@ def run_torch_baseline(member: Any, seed: int, sparsity: float, bits: int, scale
     from torch.ao.quantization import enable_observer
     from torch.nn.utils import prune
 
-    from squeezer.compress.targets import Targets, resolve
+    from squeezer.compress.targets import Targets, get_submodule_and_attr, resolve
 
     recipe = bundled_recipe()  # suite_run's recipe: pqk.toml or its --recipe candidate
     b = acc.budget(scale, recipe)
@@ -102,8 +97,9 @@ def run_torch_baseline(member: Any, seed: int, sparsity: float, bits: int, scale
     acc.train_epochs(model, train, opt, b["lr_dense"], b["dense_epochs"])
     dense = split_accuracies(model, splits)
 
-    owners = [_owner(model, p) for p in paths]
-    fqs = [acc.make_fake_quant(acc.FIRST_LAYER_BITS if i == 0 else bits) for i in range(len(paths))]
+    owners = [get_submodule_and_attr(model, p) for p in paths]
+    layer_bits = [acc.FIRST_LAYER_BITS] + [bits] * (len(paths) - 1)  # the recipe's '@first' at 8 bits
+    fqs = [acc.make_fake_quant(k) for k in layer_bits]
     by_module: dict[nn.Module, dict[str, nn.Module]] = {}
     for i, ((module, attr), fq) in enumerate(zip(owners, fqs, strict=True)):
         module.add_module(f"weight_fake_quant_{i}", fq)
@@ -138,9 +134,9 @@ def run_torch_baseline(member: Any, seed: int, sparsity: float, bits: int, scale
     final = split_accuracies(student, splits)
 
     layers = []
-    for i, path in enumerate(paths):
+    for path, k in zip(paths, layer_bits, strict=True):
         w = student.get_parameter(path)
-        layers.append((path, w.numel(), int((w != 0).sum()), acc.FIRST_LAYER_BITS if i == 0 else bits))
+        layers.append((path, w.numel(), int((w != 0).sum()), k))
     numel, nnz = sum(n for _, n, _, _ in layers), sum(z for _, _, z, _ in layers)
     return {"student": final, "dense": {**dense, "epochs": b["dense_epochs"]},
             "stage_accuracy": {"0": dense["val"], "1": phase1["val"], "2": final["val"]},
