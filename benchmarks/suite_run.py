@@ -610,12 +610,19 @@ def write_json(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
+def markdown(md: Path, data: dict[str, Any]) -> str:
+    """The report for ``data``; the hand-written sections of the file at ``md`` are kept unless the
+    run stores its own observations (``--observations``), which replace them."""
+    generated = report(data)
+    return generated if data["meta"].get("observations") else keep_hand_written(md, generated)
+
+
 def write_report(md: Path, data: dict[str, Any]) -> None:
     """The Markdown report (keeping its hand-written sections) and, beside it, the accuracy-vs-size
     plot (``SUITE.md`` -> ``suite.png``, ``X.md`` -> ``X.png``)."""
     from benchmarks.suite_plot import plot
 
-    md.write_text(keep_hand_written(md, report(data)), encoding="utf-8")
+    md.write_text(markdown(md, data), encoding="utf-8")
     png = md.with_name("suite.png") if md.name == "SUITE.md" else md.with_suffix(".png")
     print(md, png if plot(data, png) else "(no plot: matplotlib is not installed)")
 
@@ -697,7 +704,7 @@ def main(argv: list[str] | None = None) -> int:
                 data["runs"].append(row)
                 meta["wall_seconds"] = time.perf_counter() - start
                 write_json(args.out, data)
-                md.write_text(keep_hand_written(md, report(data)), encoding="utf-8")  # the plot at the end
+                md.write_text(markdown(md, data), encoding="utf-8")  # the plot at the end
                 acc = row.get("student", row.get("dense_full", {}))
                 print(f"[{meta['wall_seconds'] / 60:5.1f} min] {name} {method} seed {seed}: "
                       f"{row.get('error') or acc} ({row['seconds']:.0f} s)", flush=True)

@@ -245,3 +245,15 @@ def test_plot_points_per_member() -> None:
     got = points(data, "m")
     assert got == {"pqk": (11.0, [90.0, 92.0]), "torch_baseline": (11.0, [80.0]),
                    "dense@12": (400.0, [99.0, 99.0]), "dense@44": (400.0, [98.0])}
+
+
+def test_stored_observations_replace_the_pages_hand_written_ones(tmp_path: Path) -> None:
+    """A report whose run stores its observations (``--observations``) drops the page's older
+    hand-written section instead of printing both; without stored ones the page's are kept."""
+    page = tmp_path / "X.md"
+    page.write_text("# old\n\n## Observations (written by hand from this run's numbers)\n\nstale\n", encoding="utf-8")
+    meta = {"models": [], "seeds": [0], "sparsity": 0.9, "bits": 4, "epochs_scale": 1.0}
+    kept = suite_run.markdown(page, {"meta": meta, "runs": []})
+    assert "stale" in kept
+    fresh = suite_run.markdown(page, {"meta": {**meta, "observations": "- fresh"}, "runs": []})
+    assert "- fresh" in fresh and "stale" not in fresh
