@@ -95,8 +95,8 @@ class Compression:
     quantizes the compressed layers' inputs with LSQ, as a recipe's ``activations`` does; pass
     :meth:`attach` a few training inputs to calibrate them on.
     ``task`` names what is trained (a registered task: ``classification``, ``language_model``,
-    ``regression``); :meth:`mutual_loss` and :meth:`loss` use it. ``scope`` and ``min_density``
-    mean what they mean in a recipe's prune stage (same defaults).
+    ``regression``); :meth:`mutual_loss` and :meth:`loss` use it. ``scope``, ``min_density`` and
+    ``keep_rows`` mean what they mean in a recipe's prune stage (same defaults).
     Round ``r`` runs once :meth:`step` has been called ``prune_start + r * prune_every`` times
     (``prune_start`` defaults to ``prune_every``: train, then prune; ``prune_every=0`` runs every
     round at once). ``registry`` defaults to the installed plugins (:func:`squeezer.load_registry`).
@@ -115,6 +115,7 @@ class Compression:
         task: StrategySpec = "classification",
         scope: str = "global",
         min_density: float = _MIN_DENSITY,
+        keep_rows: bool = False,
         prune_every: int = 100,
         prune_start: int | None = None,
         registry: Registry | None = None,
@@ -133,7 +134,9 @@ class Compression:
         self.model = model
         self.targets = targets or Targets()
         self.registry = registry
-        self.scope, self.min_density = scope, min_density
+        if not isinstance(keep_rows, bool):
+            raise ConfigError(f"keep_rows: must be true or false, got {keep_rows!r}")
+        self.scope, self.min_density, self.keep_rows = scope, min_density, keep_rows
         self.prune_every = prune_every
         self.prune_start = prune_every if prune_start is None else prune_start
         self.importance_name, options = _split(importance, "importance")
@@ -148,7 +151,8 @@ class Compression:
         self.pruner = Pruner(model=model, registry=registry, importance=self.importance,
                              importance_name=self.importance_name,
                              importance_plugin=registry.get("importance", self.importance_name).plugin,
-                             schedule=self.schedule, scope=scope, min_density=min_density, quantizer=self.quantizer)
+                             schedule=self.schedule, scope=scope, min_density=min_density, keep_rows=keep_rows,
+                             quantizer=self.quantizer)
         self.distillation_name, options = _split(distillation, "distillation")
         self.distillation = registry.create("distillation_loss", self.distillation_name, options,
                                             where="distillation")

@@ -443,3 +443,75 @@ def test_scores_equal_in_float32_tie_by_position() -> None:
     scores = torch.tensor([0.0] * 9 + [1.401298464324817e-45, 1.0, 1e-45])
     got = global_masks({"l0": scores}, {"l0": torch.ones(12, dtype=torch.bool)}, 10 / 12, 0.0)
     assert set(torch.nonzero(~got["l0"]).flatten().tolist()) == set(range(10))  # 9 zeros, then index 9
+
+
+# --------------------------------------------------------------------------------------------------
+# keep_rows: no round empties a row (output channel, unit, class) that still has a weight
+
+
+def _row_protected(scores: torch.Tensor, mask: torch.Tensor, keep: int) -> set[int]:
+    """Flat indices no round may prune in one layer: its ``keep`` best live entries (ties: the
+    later index ranks higher, as the select breaks them), then in each live row without one of
+    those its best live entry (ties: the first)."""
+    flat = [s if m else -math.inf for s, m in zip(scores.reshape(-1).tolist(), mask.reshape(-1).tolist(), strict=True)]
+    n = len(flat)
+    protected = set(range(n)) - oracle_lowest(flat, n - keep)
+    width = n // scores.shape[0]
+    for r in range(scores.shape[0]):
+        row = range(r * width, (r + 1) * width)
+        live = [i for i in row if flat[i] > -math.inf]
+        if live and not protected & set(row):
+            protected.add(max(live, key=lambda i: (flat[i], -i)))
+    return protected
+
+
+@given(data=st.data(), n_layers=st.integers(1, 3), s=sparsities, min_density=st.sampled_from([0.0, 0.3]),
+       scope=st.sampled_from(["global", "layer"]))
+def test_keep_rows_empties_no_live_row_and_prunes_the_lowest_of_the_rest(
+    data: st.DataObject, n_layers: int, s: float, min_density: float, scope: str
+) -> None:
+    row = st.tuples(st.integers(1, 5), st.integers(1, 4), st.sampled_from([1, 3]))
+    shapes = [data.draw(row) for _ in range(n_layers)]
+    values = st.floats(-4, 4, width=32)
+    ws = [torch.tensor(data.draw(st.lists(values, min_size=math.prod(sh), max_size=math.prod(sh)))).view(sh)
+          for sh in shapes]
+    model = holder(*ws)
+    compress.prune(model, l1_score, data.draw(st.floats(0.0, 1.0)), scope=scope)  # some rows may be empty already
+    before = list(m.clone() for m in compress.masks(model).values())
+    compress.prune(model, l1_score, s, scope=scope, min_density=min_density, keep_rows=True)
+    after = list(compress.masks(model).values())
+    for j, (old, new, w) in enumerate(zip(before, after, ws, strict=True)):
+        assert bool((new <= old).all()), f"layer {j}: revived"
+        rows_alive_before = old.reshape(w.shape[0], -1).any(dim=1)
+        assert bool(new.reshape(w.shape[0], -1).any(dim=1)[rows_alive_before].all()), f"layer {j}: a live row emptied"
+    if scope == "global":  # the count the protected entries allow, and the lowest of the rest go
+        protected = [_row_protected(w.abs(), old, min(min_kept(w.numel(), min_density), int(old.sum())))
+                     for w, old in zip(ws, before, strict=True)]
+        total = sum(w.numel() for w in ws)
+        already = sum(zeros_of(m) for m in before)
+        assert sum(zeros_of(m) for m in after) == min(max(round(s * total), already),
+                                                       total - sum(len(p) for p in protected))
+        pruned_new, kept_free = [], []
+        for w, old, new, prot in zip(ws, before, after, protected, strict=True):
+            for i, (score, was, now) in enumerate(zip(w.abs().reshape(-1).tolist(), old.reshape(-1).tolist(),
+                                                      new.reshape(-1).tolist(), strict=True)):
+                if was and not now:
+                    pruned_new.append(score)
+                elif now and i not in prot:
+                    kept_free.append(score)
+        assert not pruned_new or not kept_free or max(pruned_new) <= min(kept_free)
+
+
+def test_keep_rows_keeps_a_layer_of_small_rows_alive() -> None:
+    """Global L1 empties the rows of a layer whose weights are all small (a depthwise convolution
+    next to a wide one); ``keep_rows`` keeps each row's largest weight and prunes elsewhere instead."""
+    big = torch.arange(1.0, 65.0).view(8, 8)
+    small = torch.full((4, 1, 3, 3), 0.01) + torch.arange(36.0).view(4, 1, 3, 3) * 1e-4
+    for keep_rows, empty in ((False, 3), (True, 0)):  # without: only the layer's one kept weight
+        model = holder(big, small)
+        layers = compress.prune(model, l1_score, 0.6, keep_rows=keep_rows)
+        assert layers[1].empty_rows == empty
+        assert sum(layer.zeros for layer in layers) == round(0.6 * 100)
+    masks = compress.masks(model)
+    assert masks["layers.1.weight"].reshape(4, -1).sum(dim=1).tolist() == [1, 1, 1, 1]
+    assert masks["layers.1.weight"].reshape(4, -1)[:, -1].all()  # each row's largest entry

@@ -184,13 +184,16 @@ def prune(
     *,
     scope: str = "global",
     min_density: float = 0.0,
+    keep_rows: bool = False,
     source: str = "importance",
 ) -> list[LayerSparsity]:
     """Update every mask of ``model`` to ``sparsity`` by the scores ``score(path, weight)`` gives.
 
     ``scope="global"`` ranks all weights together (each layer keeps ``min_density``);
     ``scope="layer"`` prunes each layer to its own sparsity (a mapping may give per-layer values).
-    Pruned weights stay pruned. ``source`` names the strategy in contract errors.
+    ``keep_rows``: each row (output channel, unit, class) that has a weight left keeps its
+    best-scored one, so no round empties a row. Pruned weights stay pruned. ``source`` names the
+    strategy in contract errors.
     """
     check_finite(model)
     score = _guarded(score, source)
@@ -205,11 +208,11 @@ def prune(
         if not isinstance(sparsity, float | int):
             raise ValueError("global pruning takes one sparsity")
         # every score is read before the first mask is written: a bad score leaves the masks as they were
-        global_masks(scores, current, float(sparsity), min_density, out=current)
+        global_masks(scores, current, float(sparsity), min_density, keep_rows=keep_rows, out=current)
         targets = dict.fromkeys(params, float(sparsity))
     elif scope == "layer":
         targets = {p: float(sparsity[p] if isinstance(sparsity, Mapping) else sparsity) for p in params}
-        new = {p: layer_mask(scores[p], current[p], targets[p]) for p in params}
+        new = {p: layer_mask(scores[p], current[p], targets[p], keep_rows) for p in params}
         for path, p in params.items():
             p.mask.copy_(new[path])
     else:

@@ -178,14 +178,33 @@ def _masked_scores(score: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
     return flat
 
 
-def layer_mask(score: torch.Tensor, current: torch.Tensor, sparsity: float) -> torch.Tensor:
-    """New mask for one tensor at ``sparsity``; entries already pruned stay pruned."""
+def layer_mask(score: torch.Tensor, current: torch.Tensor, sparsity: float, keep_rows: bool = False) -> torch.Tensor:
+    """New mask for one tensor at ``sparsity``; entries already pruned stay pruned. ``keep_rows``:
+    every row (output channel, unit, class) with a weight left keeps its best-scored one."""
     n = score.numel()
     k = max(pruned_count(sparsity, n), n - int(current.sum()))
-    keys = to_keys_(_masked_scores(score, current))
+    flat = _masked_scores(score, current)
+    if keep_rows and score.dim() >= 2:
+        flat.clamp_(max=torch.finfo(flat.dtype).max)  # a genuine +inf must not pass for a protected entry
+        rows = flat.view(score.shape[0], -1)
+        best = rows.argmax(dim=1)
+        alive = torch.nonzero(rows.gather(1, best[:, None]).squeeze(1) > float("-inf")).squeeze(1)
+        rows[alive, best[alive]] = float("inf")
+        k = min(k, n - alive.numel())
+    keys = to_keys_(flat)
     prune = torch.empty(n, dtype=torch.bool, device=score.device)
     _mark_chunks(keys, *_select(keys, k), prune)
     return prune.logical_not_().view(score.shape)
+
+
+def _protect_rows(rows: torch.Tensor, inf_key: int, neg_inf_key: int) -> int:
+    """Give the best key of each row of ``rows`` (a layer's keys as rows x entries) that has no
+    protected entry yet and is not already empty the protected key; returns how many it protected."""
+    best = rows.argmax(dim=1)  # ties: the first, so masks stay deterministic
+    top = rows.gather(1, best[:, None]).squeeze(1)
+    needs = torch.nonzero((top != inf_key) & (top != neg_inf_key)).squeeze(1)
+    rows[needs, best[needs]] = inf_key
+    return needs.numel()
 
 
 def min_kept(n: int, min_density: float) -> int:
@@ -199,9 +218,12 @@ def global_masks(
     sparsity: float,
     min_density: float = 0.0,
     *,
+    keep_rows: bool = False,
     out: MutableMapping[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """New masks for all tensors at model-wide ``sparsity``, each keeping ``min_kept`` weights.
+    """New masks for all tensors at model-wide ``sparsity``, each keeping ``min_kept`` weights
+    and, with ``keep_rows``, in every row (output channel, unit, class) that has a weight left
+    its best-scored one, so no round empties a row.
 
     The total number of zeros is exactly ``round(sparsity * total)`` unless the minimum density or
     already pruned weights make that impossible; then it is the nearest achievable count.
@@ -241,9 +263,11 @@ def global_masks(
     keys = to_keys_(buffer)
     inf_key = _key_of(float("inf"), buffer.dtype)
     max_key = _key_of(torch.finfo(buffer.dtype).max, buffer.dtype)
+    neg_inf_key = _key_of(float("-inf"), buffer.dtype)
     competes_buffer = torch.empty(min(max(sizes, default=0), CHUNK), dtype=torch.bool, device=device)
+    protected = sum(keeps)
     start = 0
-    for n, keep in zip(sizes, keeps, strict=True):
+    for name, n, keep in zip(names, sizes, keeps, strict=True):
         layer = keys[start:start + n]
         t, ties = _select(layer, n - keep)  # the n - keep lowest may be pruned; the rest is protected
         for c in _chunks(layer):
@@ -251,9 +275,11 @@ def global_masks(
             ties = _mark(c, t, ties, competes)
             c.clamp_(max=max_key)
             c.masked_fill_(competes.logical_not_(), inf_key)
+        shape = current[name].shape
+        if keep_rows and len(shape) >= 2 and n:
+            protected += _protect_rows(layer.view(shape[0], -1), inf_key, neg_inf_key)
         start += n
     # 3. the k lowest of the whole model go
-    protected = sum(keeps)
     k = min(max(pruned_count(sparsity, total), already), total - protected)
     t, ties = _select(keys, k)
     result: dict[str, torch.Tensor] = {}

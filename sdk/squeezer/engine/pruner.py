@@ -32,6 +32,7 @@ class Pruner:
     schedule: Sequence[float]
     scope: str = "global"
     min_density: float = 0.0
+    keep_rows: bool = False
     quantizer: QuantizerChoice | None = None
     quantizer_where: str = "quantizer"
     rounds_done: int = 0
@@ -73,7 +74,7 @@ class Pruner:
             return self.importance(w, grads.get(path))
 
         layers = compress.prune(self.model, score, self.schedule[self.rounds_done], scope=self.scope,
-                                min_density=self.min_density, source=self.importance_source)
+                                min_density=self.min_density, keep_rows=self.keep_rows, source=self.importance_source)
         self.rounds_done += 1
         self._report_emptied(layers)
         if optimizer is not None:

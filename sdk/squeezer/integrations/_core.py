@@ -261,7 +261,7 @@ class Core:
                 _submodule(root, self.module), targets=self.recipe.targets,
                 importance=(stage.importance.name, dict(stage.importance.options)),
                 schedule=(stage.scheduler.name, dict(stage.scheduler.options)),
-                quantizer=stage.quantizer, scope=stage.scope, min_density=stage.min_density,
+                quantizer=stage.quantizer, scope=stage.scope, min_density=stage.min_density, keep_rows=stage.keep_rows,
                 prune_every=self.prune_every or 1, registry=self.registry,
                 distillation=(d.name, dict(d.options)) if d is not None else "hinton",
                 task=(self.recipe.task.name, dict(self.recipe.task.options)),
@@ -407,6 +407,7 @@ class Core:
             "task": {"name": comp.task.name, "options": _options(comp.task.task)},
             "scope": comp.scope,
             "min_density": comp.min_density,
+            "keep_rows": comp.keep_rows,
             "mutual": attrs.asdict(self._mutual_given) if self._mutual_given is not None else None,
         }
         if self.recipe is not None and self.prune_every is None and needs_resolution(self.recipe):

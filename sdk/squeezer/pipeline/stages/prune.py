@@ -37,7 +37,8 @@ class PruneRunner(StageRunner):
         self.pruner = Pruner(
             model=self.ctx.model, registry=reg, importance=importance, schedule=self.schedule,
             importance_name=cfg.importance.name, importance_plugin=plugin,
-            scope=cfg.scope, min_density=cfg.min_density, quantizer=cfg.quantizer, quantizer_where=f"{where}.quantizer",
+            scope=cfg.scope, min_density=cfg.min_density, keep_rows=cfg.keep_rows,
+            quantizer=cfg.quantizer, quantizer_where=f"{where}.quantizer",
             warn=lambda message: self.ctx.sink(Note(f"{where}: {message}", level="warning")),
         )
 
