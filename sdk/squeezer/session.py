@@ -54,7 +54,8 @@ if TYPE_CHECKING:
 #: a strategy: its registered name, or ``(name, options)``
 StrategySpec = str | tuple[str, Mapping[str, Any]]
 
-_MIN_DENSITY = float(attrs.fields(PruneStage).min_density.default or 0.0)  # the prune stage's default
+_MIN_DENSITY = float(attrs.fields(PruneStage).min_density.default or 0.0)  # the prune stage's defaults
+_KEEP_ROWS = bool(attrs.fields(PruneStage).keep_rows.default)
 
 
 def _split(spec: StrategySpec, what: str) -> tuple[str, dict[str, Any]]:
@@ -115,7 +116,7 @@ class Compression:
         task: StrategySpec = "classification",
         scope: str = "global",
         min_density: float = _MIN_DENSITY,
-        keep_rows: bool = False,
+        keep_rows: bool = _KEEP_ROWS,
         prune_every: int = 100,
         prune_start: int | None = None,
         registry: Registry | None = None,

@@ -515,3 +515,17 @@ def test_keep_rows_keeps_a_layer_of_small_rows_alive() -> None:
     masks = compress.masks(model)
     assert masks["layers.1.weight"].reshape(4, -1).sum(dim=1).tolist() == [1, 1, 1, 1]
     assert masks["layers.1.weight"].reshape(4, -1)[:, -1].all()  # each row's largest entry
+
+
+def test_a_round_short_of_its_target_says_why() -> None:
+    """``keep_rows`` on a layer of more rows than the target leaves weights: the round keeps one
+    weight per row, lands short of the target, and the pruner says so, naming the settings."""
+    from squeezer.engine import Pruner
+
+    model = holder(torch.randn(10, 2))
+    said: list[str] = []
+    pruner = Pruner(model=model, registry=REGISTRY, importance=L1, importance_name="l1", schedule=[0.9],
+                    warn=said.append)
+    layers, _ = pruner.round()
+    assert layers[0].zeros == 10 and layers[0].empty_rows == 0
+    assert len(said) == 1 and "sparsity 50.00% of the target 90.00%" in said[0] and "keep_rows" in said[0]

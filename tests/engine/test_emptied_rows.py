@@ -27,9 +27,10 @@ def _head_heavy() -> nn.Module:
     return nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 2000), nn.ReLU(), nn.Linear(2000, 10))
 
 
-def _warnings(model: nn.Module, registry: Registry, importance: str, target: float = 0.95) -> list[str]:
+def _warnings(model: nn.Module, registry: Registry, importance: str, target: float = 0.95,
+              keep_rows: bool = False) -> list[str]:
     comp = Compression(model, importance=importance, schedule=("geometric", {"target": target, "rounds": 3}),
-                       prune_every=0, min_density=0.0, registry=registry)
+                       prune_every=0, min_density=0.0, keep_rows=keep_rows, registry=registry)
     comp.attach()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -51,8 +52,20 @@ def test_global_l1_emptying_class_rows_is_named(registry: Registry) -> None:
 
 
 def test_the_remedy_does_not_suggest_lamp_to_a_lamp_run() -> None:
-    assert "'lamp'" in emptied_rows_remedy("l1")
-    assert emptied_rows_remedy("lamp") == "a lower target or a higher min_density"
+    assert "'lamp'" in emptied_rows_remedy("l1") and "keep_rows = true" in emptied_rows_remedy("l1")
+    assert emptied_rows_remedy("lamp") == "keep_rows = true, a lower target or a higher min_density"
+
+
+def test_keep_rows_the_default_keeps_every_class_row_under_global_l1(registry: Registry) -> None:
+    """The default ``keep_rows`` keeps a weight in each of the head's class rows that global L1
+    empties without it (the test above), and the round still reaches its target."""
+    model = _head_heavy()
+    assert Compression(nn.Linear(2, 2), registry=registry).keep_rows
+    messages = _warnings(model, registry, "l1", keep_rows=True)
+    assert not any("pruned entirely" in m or "of the target" in m for m in messages), messages
+    masks = compress.masks(model)
+    assert masks["4.weight"].any(dim=1).all() and masks["2.weight"].any(dim=1).all()
+    assert abs(compress.sparsity(model) - 0.95) < 1e-3
 
 
 def test_lamp_keeps_every_class_row(registry: Registry) -> None:
@@ -104,6 +117,7 @@ factory = "squeezer.examples.digits:make_loaders"
 type = "prune"
 importance = "l1"
 min_density = 0.0
+keep_rows = false
 scheduler = { name = "one_shot", target = 0.95 }
 epochs_per_round = 0
 """)

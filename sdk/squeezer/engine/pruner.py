@@ -32,7 +32,7 @@ class Pruner:
     schedule: Sequence[float]
     scope: str = "global"
     min_density: float = 0.0
-    keep_rows: bool = False
+    keep_rows: bool = True
     quantizer: QuantizerChoice | None = None
     quantizer_where: str = "quantizer"
     rounds_done: int = 0
@@ -77,6 +77,7 @@ class Pruner:
                                 min_density=self.min_density, keep_rows=self.keep_rows, source=self.importance_source)
         self.rounds_done += 1
         self._report_emptied(layers)
+        self._report_short(layers, self.schedule[self.rounds_done - 1])
         if optimizer is not None:
             forget_pruned(self.model, optimizer)
         bits = compress.switch_on_quantizers(self.model, source=self.quantizer_where)
@@ -101,11 +102,23 @@ class Pruner:
                           f"{emptied_rows_remedy(self.importance_name)} keeps them")
 
 
+    def _report_short(self, layers: Sequence[compress.LayerSparsity], target: float) -> None:
+        """Say when what every layer must keep (``min_density``, one weight per row with
+        ``keep_rows``) stops a global round short of its target by more than 0.1 point."""
+        total = sum(layer.numel for layer in layers)
+        achieved = sum(layer.zeros for layer in layers) / total if total else 0.0
+        if self.scope == "global" and achieved < target - 1e-3:
+            kept = "min_density and keep_rows keep" if self.keep_rows else "min_density keeps"
+            self.warn(f"pruning round {self.rounds_done}: sparsity {achieved:.2%} of the target {target:.2%}: "
+                      f"{kept} more weights than the target leaves (lower min_density, or keep_rows = false)")
+
+
 def emptied_rows_remedy(importance_name: str) -> str:
-    """What keeps rows alive, not suggesting LAMP to a run that already prunes by LAMP."""
+    """What keeps rows alive (rows emptied by the mask only happen with ``keep_rows`` off), not
+    suggesting LAMP to a run that already prunes by LAMP."""
     if importance_name == "lamp":
-        return "a lower target or a higher min_density"
-    return "a layer-adaptive importance such as 'lamp', a lower target or a higher min_density"
+        return "keep_rows = true, a lower target or a higher min_density"
+    return "keep_rows = true, a layer-adaptive importance such as 'lamp', a lower target or a higher min_density"
 
 
 def _expected_empty_rows(layer: compress.LayerSparsity) -> float:

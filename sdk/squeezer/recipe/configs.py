@@ -208,7 +208,8 @@ class PruneStage(Stage):
         "1 - target, or every layer ends at exactly this density", default=0.005, validator=_fraction)
     keep_rows: bool = _help(
         "every row of a compressed weight (output channel, unit, class) keeps its best weight, so no round "
-        "empties one", default=False, validator=attrs.validators.instance_of(bool))
+        "empties one (false: rows compete like any other weights)", default=True,
+        validator=attrs.validators.instance_of(bool))
     epochs_per_round: int = _help("training epochs after each pruning round", default=2, validator=_epochs)
     steps_per_round: int | None = _help(
         "optimizer steps after each pruning round instead of epochs_per_round (rounded to whole epochs, at "
