@@ -257,3 +257,13 @@ def test_stored_observations_replace_the_pages_hand_written_ones(tmp_path: Path)
     assert "stale" in kept
     fresh = suite_run.markdown(page, {"meta": {**meta, "observations": "- fresh"}, "runs": []})
     assert "- fresh" in fresh and "stale" not in fresh
+
+
+def test_a_report_of_dense_runs_alone_has_no_goal_section() -> None:
+    """``--methods dense_full`` (or its first run) has nothing to pair yet: the report is written
+    without the PQK goal line instead of failing on an empty mean."""
+    row = {"model": "digits_cnn", "method": "dense_full", "seed": 0, "seconds": 1.0, "epochs": 44,
+           "dense_full": {"train": 100.0, "val": 98.0, "test": 99.0}}
+    meta = {"models": ["digits_cnn"], "seeds": [0], "sparsity": 0.9, "bits": 4, "epochs_scale": 1.0}
+    text = suite_run.report({"meta": meta, "runs": [row]})
+    assert "digits_cnn" in text and "Mean paired test gap" not in text
