@@ -228,7 +228,8 @@ def _check_same_lengths(resolution: Resolution, meta: dict[str, Any], path: Path
 
 def _check_same_recipe(recipe: Recipe, meta: dict[str, Any], path: Path) -> None:
     if meta.get("recipe_hash") != _recipe_hash(recipe):
-        raise ConfigError(f"{path}: the recipe (or seed) changed since this checkpoint was written; cannot resume")
+        raise ConfigError(f"{path}: the recipe (or seed, or a default it relies on, e.g. a new recipe field of this "
+                          "squeezer version) changed since this checkpoint was written; cannot resume")
 
 
 def _recipe_hash(recipe: Recipe) -> str:
