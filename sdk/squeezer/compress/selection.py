@@ -184,14 +184,11 @@ def layer_mask(score: torch.Tensor, current: torch.Tensor, sparsity: float, keep
     n = score.numel()
     k = max(pruned_count(sparsity, n), n - int(current.sum()))
     flat = _masked_scores(score, current)
-    if keep_rows and score.dim() >= 2:
-        flat.clamp_(max=torch.finfo(flat.dtype).max)  # a genuine +inf must not pass for a protected entry
-        rows = flat.view(score.shape[0], -1)
-        best = rows.argmax(dim=1)
-        alive = torch.nonzero(rows.gather(1, best[:, None]).squeeze(1) > float("-inf")).squeeze(1)
-        rows[alive, best[alive]] = float("inf")
-        k = min(k, n - alive.numel())
     keys = to_keys_(flat)
+    if keep_rows and score.dim() >= 2 and n:
+        inf_key, max_key = _key_of(float("inf"), flat.dtype), _key_of(torch.finfo(flat.dtype).max, flat.dtype)
+        keys.clamp_(max=max_key)  # a genuine +inf must not pass for a protected entry
+        k = min(k, n - _protect_rows(keys.view(score.shape[0], -1), inf_key, _key_of(float("-inf"), flat.dtype)))
     prune = torch.empty(n, dtype=torch.bool, device=score.device)
     _mark_chunks(keys, *_select(keys, k), prune)
     return prune.logical_not_().view(score.shape)

@@ -101,16 +101,16 @@ class Pruner:
                           f"channels or classes) of {layer.name} are pruned entirely ({self.importance_source}); "
                           f"{emptied_rows_remedy(self.importance_name)} keeps them")
 
-
     def _report_short(self, layers: Sequence[compress.LayerSparsity], target: float) -> None:
         """Say when what every layer must keep (``min_density``, one weight per row with
         ``keep_rows``) stops a global round short of its target by more than 0.1 point."""
         total = sum(layer.numel for layer in layers)
         achieved = sum(layer.zeros for layer in layers) / total if total else 0.0
         if self.scope == "global" and achieved < target - 1e-3:
-            kept = "min_density and keep_rows keep" if self.keep_rows else "min_density keeps"
+            kept, remedy = (("min_density and keep_rows keep", "a lower min_density, or keep_rows = false")
+                            if self.keep_rows else ("min_density keeps", "a lower min_density"))
             self.warn(f"pruning round {self.rounds_done}: sparsity {achieved:.2%} of the target {target:.2%}: "
-                      f"{kept} more weights than the target leaves (lower min_density, or keep_rows = false)")
+                      f"{kept} more weights than the target leaves ({remedy})")
 
 
 def emptied_rows_remedy(importance_name: str) -> str:
