@@ -19,6 +19,10 @@ Variants, all exported by ``squeezer.artifact.onnx_export.export_onnx`` and veri
   identity module appended to the blocks; no recipe writes one, recipes quantize the inputs of the
   compressed layers): the DS-CNN with every kernel integer, to separate what the float last
   convolution costs from what onnxruntime's integer kernels cost.
+- ``w8a8_f1`` (digits) / ``w8a8_pool_f1`` (KWS): ``w8a8`` / ``w8a8_pool`` with the first layer's
+  input left in float (what ``activations = { bits = 8, overrides = [{ pattern = "@first", skip = true }] }``
+  does in a recipe): onnxruntime then runs the first convolution (one input channel) as a float Conv
+  on its dequantized 8-bit weights, since its integer kernel measured slower than the float one there.
 
 Activation quantizers: on the digits CNN and the DS-CNN, on the input of every Conv/Linear (signed
 on the raw input, unsigned after a ReLU), what a recipe's activation quantization does. On the
@@ -92,7 +96,8 @@ SAME_FILE = {"w4_loadfold": ("w4", {"session.disable_quant_qdq": "1"})}
 #: per model, variants besides VARIANTS: on the DS-CNN, w8a8 plus a quantizer on the global pooling's
 #: input (an identity module appended to the blocks), which no recipe writes (recipes quantize the
 #: inputs of compressed layers), to measure the model with every kernel integer
-EXTRA = {"kws": ("w8a8_pool",)}
+#: ``_f1``: the first layer's input stays float (a recipe's ``@first`` activation override with skip)
+EXTRA = {"digits": ("w8a8_f1",), "kws": ("w8a8_pool", "w8a8_pool_f1")}
 THREADS = (1, 2)
 BATCHES = (1, 32)
 MODELS = ("digits", "kws", "resnet18")
@@ -230,7 +235,7 @@ def compressed(model: str, variant: str, dense: nn.Module, x: torch.Tensor) -> n
     net = copy.deepcopy(dense).eval()
     if variant == "fp32":
         return net
-    pool = variant.endswith("_pool")
+    pool, float_first = "_pool" in variant, variant.endswith("_f1")
     if pool:
         net.blocks = nn.Sequential(*net.blocks, Tap())  # type: ignore[arg-type]
     registry = squeezer.load_registry(autoload=False)
@@ -240,7 +245,7 @@ def compressed(model: str, variant: str, dense: nn.Module, x: torch.Tensor) -> n
     sc.attach_quantizers(net, lambda p: ("lsq", registry.create("quantizer", "lsq", {"bits": bits})))
     if "a8" in variant:
         signed, unsigned = activation_sites(model, net)
-        attach_activation_quantizers(net, signed, bits=8, signed=True)
+        attach_activation_quantizers(net, signed[1:] if float_first else signed, bits=8, signed=True)
         attach_activation_quantizers(net, unsigned + ([f"blocks.{len(net.blocks) - 1}"] if pool else []),
                                      bits=8, signed=False)
     with torch.no_grad():
@@ -427,7 +432,7 @@ def run(models: list[str], runs: int, min_runs: int, cell_seconds: float, warmup
                        if split is not None else "")
                 print(f"{model} {variant}: {report.file_bytes:,} B, max |diff| {report.max_abs_diff:.2g}{acc}",
                       flush=True)
-            for variant in ("fp32", "w8a8"):
+            for variant in profiled(model):
                 for batch in BATCHES:
                     feed = np.ascontiguousarray(x[:batch].numpy())
                     entry["profile"][f"{variant}_b{batch}"] = profile(paths[variant], feed, tmp,
@@ -450,6 +455,11 @@ def run(models: list[str], runs: int, min_runs: int, cell_seconds: float, warmup
 
 def variants(model: str) -> tuple[str, ...]:
     return VARIANTS + EXTRA.get(model, ())
+
+
+def profiled(model: str) -> tuple[str, ...]:
+    """The variants onnxruntime's profiler runs on: the baseline, w8a8 and the float-first-layer ones."""
+    return ("fp32", "w8a8", *(v for v in variants(model) if v.endswith("_f1")))
 
 
 def _version(name: str) -> str:
@@ -487,7 +497,8 @@ def markdown(result: dict[str, Any]) -> str:
              "(QuantizeLinear/DequantizeLinear, BatchNorm folded, Gemm biases INT32), run by onnxruntime as "
              "QLinearConv / QGemm (QLinearAdd, QLinearGlobalAveragePool on the ResNet); w4_loadfold: the w4 file "
              "with session.disable_quant_qdq = 1; w8a8_pool (KWS): w8a8 plus a quantizer on the pooling's input, "
-             "so that every kernel is integer. "
+             "so that every kernel is integer; _f1: the first layer's input left in float (a recipe's @first "
+             "activation override with skip), so its convolution runs as a float Conv. "
              f"ResNet-18: timm's resnet18 written out (timm needs torchvision, unusable here), {c['resnet_size']}x"
              f"{c['resnet_size']} input, random weights (latency only). Digits / KWS: dense trained "
              f"{c['dense_epochs']} epochs, each variant fine-tuned {c['finetune_epochs']} epochs (short schedules, "
@@ -532,14 +543,15 @@ def markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {variant} | {batch} | {p['run_us']:.0f} | {p['kernels_us']:.0f} | "
                          f"{p['run_us'] - p['kernels_us']:.0f} | {top} |")
         if model != "resnet18":
+            shown = [v for v in profiled(model) if f"{v}_b32" in entry["profile"]]
             lines += ["", "Convolution and Gemm kernels in execution order, batch 32, 1 thread (microseconds per run; "
                       "the layers line up: the float and the integer graph hold the same layers in the same order):",
-                      "", "| layer | fp32 kernel | fp32 | w8a8 kernel | w8a8 |", "|---:|---|---:|---|---:|"]
+                      "", "| layer | " + " | ".join(f"{v} kernel | {v}" for v in shown) + " |",
+                      "|---:|" + "---|---:|" * len(shown)]
             heavy = ("Conv", "FusedConv", "Gemm", "FusedGemm", "QLinearConv", "QGemm")
-            a = [n for n in entry["profile"]["fp32_b32"]["nodes_us"] if n[1] in heavy]
-            b = [n for n in entry["profile"]["w8a8_b32"]["nodes_us"] if n[1] in heavy]
-            for i, (x, y) in enumerate(zip(a, b, strict=False)):
-                lines.append(f"| {i} | {x[1]} | {x[2]:.0f} | {y[1]} | {y[2]:.0f} |")
+            columns = [[n for n in entry["profile"][f"{v}_b32"]["nodes_us"] if n[1] in heavy] for v in shown]
+            for i, layer in enumerate(zip(*columns, strict=False)):
+                lines.append(f"| {i} | " + " | ".join(f"{n[1]} | {n[2]:.0f}" for n in layer) + " |")
         lines.append("")
     return "\n".join(lines)
 
@@ -559,7 +571,7 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     if not models:
         return False
     fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.2), squeeze=False)
-    markers = dict(zip((*VARIANTS, "w8a8_pool"), "o^sDv<P", strict=True))
+    markers = dict(zip((*VARIANTS, "w8a8_pool", "w8a8_f1", "w8a8_pool_f1"), "o^sDv<PXd", strict=True))
     for ax, model in zip(axes[0], models, strict=True):
         entry = result["models"][model]
         for v in variants(model):
