@@ -30,16 +30,19 @@ from squeezer.examples.digits import make_model  # noqa: E402
 REGISTRY = squeezer.load_registry(autoload=False)
 
 
-def integer_digits(weight_bits: int = 8, act_bits: int = 8, calibrate: bool = True) -> tuple[nn.Module, torch.Tensor]:
+def integer_digits(weight_bits: int = 8, act_bits: int = 8, calibrate: bool = True,
+                   float_first: bool = False) -> tuple[nn.Module, torch.Tensor]:
     """The digits CNN, 70 % pruned, LSQ weights, LSQ activation quantizers on every Conv/Linear input
-    (signed on the raw input, unsigned after a ReLU), steps initialized from one batch."""
+    (signed on the raw input, unsigned after a ReLU; ``float_first``: none on the raw input), steps
+    initialized from one batch."""
     torch.manual_seed(0)
     model = make_model(width=8)
     sc.attach(model)
     sc.prune(model, lambda p, w: w.abs(), 0.7)
     sc.attach_quantizers(model, lambda p: ("lsq", REGISTRY.create("quantizer", "lsq", {"bits": weight_bits})))
     layers = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]
-    lsq_activations.attach_activation_quantizers(model, layers[:1], bits=act_bits, signed=True)
+    if not float_first:
+        lsq_activations.attach_activation_quantizers(model, layers[:1], bits=act_bits, signed=True)
     lsq_activations.attach_activation_quantizers(model, layers[1:], bits=act_bits, signed=False)
     x = torch.randn(32, 1, 8, 8)
     model.eval()
@@ -182,3 +185,70 @@ def test_integer_bias_is_within_half_an_accumulator_step(tmp_path: Path) -> None
         codes, scale = inits[f"{stem}_quantized"], inits[f"{stem}_scale"]
         assert codes.dtype == np.int32 and not inits[f"{stem}_zero_point"].any() and (scale > 0).all()
         assert np.all(np.abs(codes * scale.astype(np.float64) - bias) <= scale / 2 * (1 + 1e-6))
+
+
+def test_a_float_input_layer_gets_its_weight_as_a_float_constant(tmp_path: Path) -> None:
+    """The first layer without an activation quantizer runs a float kernel in onnxruntime: its
+    weight is written as the float values DequantizeLinear would compute (BatchNorm folded in),
+    so the outputs equal those of the file that keeps its codes."""
+    from onnx import numpy_helper
+
+    from squeezer.artifact.onnx_qdq import dequantized
+
+    model, x = integer_digits(float_first=True)
+    folded, kept = tmp_path / "folded.onnx", tmp_path / "kept.onnx"
+    report = export_onnx(model, folded, x)
+    assert report.activations == 4 and report.quantized == 5 and report.float_weights == 1
+    assert export_onnx(model, kept, x, fold_float_inputs=False).float_weights == 0
+    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(kept)).graph.initializer}
+    kept_dq = next(n for n in onnx.load(str(kept)).graph.node
+                   if n.op_type == "DequantizeLinear" and n.input[0].startswith("0."))
+    want = dequantized(inits[kept_dq.input[0]], inits[kept_dq.input[1]], 0)
+    graph = onnx.load(str(folded)).graph
+    floats = {i.name: numpy_helper.to_array(i) for i in graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    assert not any(n.input[0].startswith("0.") for n in graph.node if n.op_type == "DequantizeLinear")
+    assert any(v.shape == want.shape and v.tobytes() == want.tobytes() for v in floats.values())
+    # at most 3 bytes more per entry (INT8 -> FLOAT), less the DequantizeLinear node and its inputs' names
+    assert folded.stat().st_size <= kept.stat().st_size + 3 * want.size
+    fused = optimized_ops(folded, tmp_path)
+    assert fused["QLinearConv"] == 2 and fused["QGemm"] == 2 and fused["Conv"] + fused["FusedConv"] == 1
+    outputs = []
+    for path in (folded, kept):
+        session = ort.InferenceSession(str(path), session_options(ort), providers=["CPUExecutionProvider"])
+        outputs.append(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=0, atol=1e-5)
+
+
+def test_dequantized_is_codes_times_the_scale_of_their_channel() -> None:
+    codes = np.arange(-6, 6, dtype=np.int8).reshape(3, 4)
+    scale = np.array([0.5, 0.25, 2.0], dtype=np.float32)
+    np.testing.assert_array_equal(dequantized_(codes, scale, 0), codes * scale[:, None])
+    np.testing.assert_array_equal(dequantized_(codes.T, scale, 1), (codes * scale[:, None]).T)
+    np.testing.assert_array_equal(dequantized_(codes, np.float32(0.1), 0), codes.astype(np.float32) * np.float32(0.1))
+
+
+def dequantized_(codes: np.ndarray, scale: np.ndarray, axis: int) -> np.ndarray:
+    from squeezer.artifact.onnx_qdq import dequantized
+
+    out = dequantized(codes, scale, axis)
+    assert out.dtype == np.float32
+    return out
+
+
+def test_a_float_input_matmul_keeps_its_transposed_weight(tmp_path: Path) -> None:
+    """A Linear on a 3-D input is a MatMul reading the transposed weight: its float constant is
+    the transposed dequantized weight, and onnxruntime reproduces the student."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 12), nn.ReLU(), nn.Linear(12, 5))
+    sc.attach(model)
+    sc.prune(model, lambda p, w: w.abs(), 0.5)
+    sc.attach_quantizers(model, lambda p: ("lsq", REGISTRY.create("quantizer", "lsq", {"bits": 8})))
+    lsq_activations.attach_activation_quantizers(model, ["2"], signed=False)
+    x = torch.randn(4, 7, 6)
+    model.eval()
+    with torch.no_grad():
+        model(x)
+    report = export_onnx(model, tmp_path / "model.onnx", x)
+    assert report.float_weights == 1 and report.max_abs_diff <= report.atol
+    fused = optimized_ops(tmp_path / "model.onnx", tmp_path)
+    assert fused["DequantizeLinear"] == 0  # the second MatMul integer, the first reads a float constant

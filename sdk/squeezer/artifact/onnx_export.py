@@ -74,7 +74,7 @@ class OnnxReport:
 
     path: str
     opset: int
-    #: quantized weights, each stored as integer codes + DequantizeLinear
+    #: quantized weights, each stored as integer codes + DequantizeLinear (but ``float_weights``)
     quantized: int
     #: largest |onnxruntime - torch| over every checked input and output
     max_abs_diff: float
@@ -89,6 +89,8 @@ class OnnxReport:
     #: rows whose argmax was compared (those with a clear top value) and how many differ (0)
     argmax_rows: int = 0
     session_hint: str = SESSION_HINT
+    #: of the quantized weights, those stored as float values because their layer's input is float
+    float_weights: int = 0
 
 
 def export_onnx(
@@ -102,6 +104,7 @@ def export_onnx(
     dynamic_batch: bool = True,
     int4: bool | None = None,
     activation_tolerance: float = ACTIVATION_TOLERANCE,
+    fold_float_inputs: bool = True,
 ) -> OnnxReport:
     """Write the student of ``model`` (pruned, quantized) to the ONNX file ``path``, verified.
 
@@ -112,6 +115,10 @@ def export_onnx(
     checks a batch of one); ``int4`` stores codes of at most 4 bits as INT4 / UINT4 (opset >= 21);
     by default (``None``) it does so unless activations are quantized too, since onnxruntime's
     integer kernels (QLinearConv, QGemm) take 8-bit weights only: there 4-bit codes are stored as INT8.
+    With activations quantized, ``fold_float_inputs`` stores the weights of layers whose input is
+    not quantized (a first layer left in float) as float values, the fastest form for onnxruntime's
+    float kernel they run in (:func:`~squeezer.artifact.onnx_qdq.float_input_weights`); ``False``
+    keeps their codes (a smaller file).
     Raises :class:`~squeezer.errors.ArtifactError` when onnx, onnxruntime or onnxscript are missing,
     when a weight or an activation quantizer cannot be represented (naming it), when the export
     fails, or when onnxruntime's outputs differ from torch's beyond the bound (see the module
@@ -145,11 +152,13 @@ def export_onnx(
     proto = _optimize(proto, target)
     # integer kernels need Conv -> QuantizeLinear: BatchNorm goes into the quantized weights' scales
     folded = onnx_qdq.prepare_integer(proto, weights) if acts else {}
+    # a layer with a float input runs a float kernel: its weight is faster as a float constant
+    floats = onnx_qdq.float_input_weights(proto, weights) if acts and fold_float_inputs else {}
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as e:
         raise ArtifactError(f"{target}: exported ONNX model is invalid: {first_line(e)}") from None
-    problems = onnx_qdq.check_weights(proto, weights, types, folded)
+    problems = onnx_qdq.check_weights(proto, weights, types, folded, floats)
     pairs = onnx_qdq.activation_pairs(proto)
     if pairs != len(acts):
         problems.append(f"{pairs} QuantizeLinear/DequantizeLinear pairs for {len(acts)} activation quantizers")
@@ -165,7 +174,7 @@ def export_onnx(
     int4_count = sum(t in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4) for t in types.values())
     hint = SESSION_HINT if acts or not weights else onnx_verify.WEIGHTS_ONLY_HINT
     return OnnxReport(target, opset, len(weights), agreement.max_abs_diff, len(data), int4_count, len(acts),
-                      atol, rtol, agreement.argmax_rows, hint)
+                      atol, rtol, agreement.argmax_rows, hint, len(floats))
 
 
 # --- quantized weights -------------------------------------------------------------------------

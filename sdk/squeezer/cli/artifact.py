@@ -234,6 +234,8 @@ def export_command(
         r = onnx_report
         int4 = f" ({r.int4} as 4-bit codes)" if r.int4 else ""
         acts = f", {r.activations} activations as QuantizeLinear/DequantizeLinear" if r.activations else ""
+        if r.float_weights:
+            acts += f"; {r.float_weights} weights of layers with a float input as float values (faster)"
         console.print(Text(
             f"wrote {r.path}: {fmt_bytes(r.file_bytes)} ONNX (opset {r.opset}), {r.quantized} quantized weights "
             f"as integer codes + DequantizeLinear{int4}{acts}; onnxruntime matches torch (max |diff| "
