@@ -22,7 +22,10 @@ Variants, all exported by ``squeezer.artifact.onnx_export.export_onnx`` and veri
 - ``w8a8_f1`` (digits) / ``w8a8_pool_f1`` (KWS): ``w8a8`` / ``w8a8_pool`` with the first layer's
   input left in float (what ``activations = { bits = 8, overrides = [{ pattern = "@first", skip = true }] }``
   does in a recipe): onnxruntime then runs the first convolution (one input channel) as a float Conv
-  on its dequantized 8-bit weights, since its integer kernel measured slower than the float one there.
+  on its 8-bit weights, since its integer kernel measured slower than the float one there. The
+  export writes that weight as float values (``fold_float_inputs``, the default), which onnxruntime
+  prepacks; ``w8a8_f1q`` / ``w8a8_pool_f1q``: the same with ``fold_float_inputs=False`` (the weight
+  as INT8 codes + DequantizeLinear, run on every call), the export before that pass.
 
 Activation quantizers: on the digits CNN and the DS-CNN, on the input of every Conv/Linear (signed
 on the raw input, unsigned after a ReLU), what a recipe's activation quantization does. On the
@@ -97,7 +100,8 @@ SAME_FILE = {"w4_loadfold": ("w4", {"session.disable_quant_qdq": "1"})}
 #: input (an identity module appended to the blocks), which no recipe writes (recipes quantize the
 #: inputs of compressed layers), to measure the model with every kernel integer
 #: ``_f1``: the first layer's input stays float (a recipe's ``@first`` activation override with skip)
-EXTRA = {"digits": ("w8a8_f1",), "kws": ("w8a8_pool", "w8a8_pool_f1")}
+#: ``_f1q``: the same, its first weight kept as codes + DequantizeLinear (``fold_float_inputs=False``)
+EXTRA = {"digits": ("w8a8_f1", "w8a8_f1q"), "kws": ("w8a8_pool", "w8a8_pool_f1", "w8a8_pool_f1q")}
 THREADS = (1, 2)
 BATCHES = (1, 32)
 MODELS = ("digits", "kws", "resnet18")
@@ -235,7 +239,7 @@ def compressed(model: str, variant: str, dense: nn.Module, x: torch.Tensor) -> n
     net = copy.deepcopy(dense).eval()
     if variant == "fp32":
         return net
-    pool, float_first = "_pool" in variant, variant.endswith("_f1")
+    pool, float_first = "_pool" in variant, "_f1" in variant
     if pool:
         net.blocks = nn.Sequential(*net.blocks, Tap())  # type: ignore[arg-type]
     registry = squeezer.load_registry(autoload=False)
@@ -419,9 +423,11 @@ def run(models: list[str], runs: int, min_runs: int, cell_seconds: float, warmup
                     train(net, split[0], finetune_epochs[model], 1e-3)
                 path = tmp / f"{model}_{variant}.onnx"
                 atol = EXPORT_ATOL.get(model, 1e-5)
-                report = export_onnx(net, path, x, atol=atol, rtol=max(1e-4, atol))
+                report = export_onnx(net, path, x, atol=atol, rtol=max(1e-4, atol),
+                                     fold_float_inputs=not variant.endswith("_f1q"))
                 paths[variant] = path
                 info = {"file_bytes": report.file_bytes, "quantized": report.quantized, "int4": report.int4,
+                        "float_weights": report.float_weights,
                         "activations": report.activations, "max_abs_diff": report.max_abs_diff,
                         "bound": report.atol, "ops": optimized_ops(path, tmp)}
                 if split is not None:
@@ -571,7 +577,8 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     if not models:
         return False
     fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.2), squeeze=False)
-    markers = dict(zip((*VARIANTS, "w8a8_pool", "w8a8_f1", "w8a8_pool_f1"), "o^sDv<PXd", strict=True))
+    markers = dict(zip((*VARIANTS, "w8a8_pool", "w8a8_f1", "w8a8_pool_f1", "w8a8_f1q", "w8a8_pool_f1q"),
+                       "o^sDv<PXd*h", strict=True))
     for ax, model in zip(axes[0], models, strict=True):
         entry = result["models"][model]
         for v in variants(model):
