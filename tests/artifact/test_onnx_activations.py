@@ -24,6 +24,7 @@ pytest.importorskip("onnxscript")
 lsq_activations = pytest.importorskip("squeezer_lsq.activations")
 
 from squeezer.artifact.onnx_export import ACTIVATION_TOLERANCE, export_onnx  # noqa: E402
+from squeezer.artifact.onnx_qdq import dequantized  # noqa: E402
 from squeezer.artifact.onnx_verify import session_options  # noqa: E402
 from squeezer.examples.digits import make_model  # noqa: E402
 
@@ -193,8 +194,6 @@ def test_a_float_input_layer_gets_its_weight_as_a_float_constant(tmp_path: Path)
     so the outputs equal those of the file that keeps its codes."""
     from onnx import numpy_helper
 
-    from squeezer.artifact.onnx_qdq import dequantized
-
     model, x = integer_digits(float_first=True)
     folded, kept = tmp_path / "folded.onnx", tmp_path / "kept.onnx"
     report = export_onnx(model, folded, x)
@@ -222,17 +221,11 @@ def test_a_float_input_layer_gets_its_weight_as_a_float_constant(tmp_path: Path)
 def test_dequantized_is_codes_times_the_scale_of_their_channel() -> None:
     codes = np.arange(-6, 6, dtype=np.int8).reshape(3, 4)
     scale = np.array([0.5, 0.25, 2.0], dtype=np.float32)
-    np.testing.assert_array_equal(dequantized_(codes, scale, 0), codes * scale[:, None])
-    np.testing.assert_array_equal(dequantized_(codes.T, scale, 1), (codes * scale[:, None]).T)
-    np.testing.assert_array_equal(dequantized_(codes, np.float32(0.1), 0), codes.astype(np.float32) * np.float32(0.1))
-
-
-def dequantized_(codes: np.ndarray, scale: np.ndarray, axis: int) -> np.ndarray:
-    from squeezer.artifact.onnx_qdq import dequantized
-
-    out = dequantized(codes, scale, axis)
-    assert out.dtype == np.float32
-    return out
+    per_row = dequantized(codes, scale, 0)
+    assert per_row.dtype == np.float32
+    np.testing.assert_array_equal(per_row, codes * scale[:, None])
+    np.testing.assert_array_equal(dequantized(codes.T, scale, 1), (codes * scale[:, None]).T)
+    np.testing.assert_array_equal(dequantized(codes, np.float32(0.1)), codes.astype(np.float32) * np.float32(0.1))
 
 
 def test_a_float_input_matmul_keeps_its_transposed_weight(tmp_path: Path) -> None:

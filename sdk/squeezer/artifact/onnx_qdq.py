@@ -238,11 +238,16 @@ def float_input_weights(proto: Any, weights: Sequence[QuantizedWeight]) -> dict[
         graph.initializer.append(numpy_helper.from_array(dequantized(codes, scale, axis), dq.output[0]))
         out[path] = dq.output[0]
     if out:
-        read = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
-        kept = [init for init in graph.initializer if init.name in read]
-        del graph.initializer[:]
-        graph.initializer.extend(kept)
+        _drop_unread_initializers(graph)
     return out
+
+
+def _drop_unread_initializers(graph: Any) -> None:
+    """Remove the initializers no node and no graph output reads (left by a rewrite), in place."""
+    read = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    kept = [init for init in graph.initializer if init.name in read]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
 
 
 def _int_bytes(init: Any) -> bytes:
@@ -320,10 +325,7 @@ def fold_batchnorm(proto: Any, weights: Sequence[QuantizedWeight]) -> dict[str, 
         graph.node.remove(bn)
         folded[path] = new_scale
     if folded:
-        read = {name for node in graph.node for name in node.input} | {out.name for out in graph.output}
-        kept = [init for init in graph.initializer if init.name in read]
-        del graph.initializer[:]
-        graph.initializer.extend(kept)
+        _drop_unread_initializers(graph)
     return folded
 
 
