@@ -173,8 +173,8 @@ def check_weights(proto: Any, weights: Sequence[QuantizedWeight], types: dict[st
             readers[key] = node.input[0]
     problems = []
     for q in weights:
-        if q.path in (floats or {}):
-            name = (floats or {})[q.path]
+        if floats and q.path in floats:
+            name = floats[q.path]
             want = dequantized(q.codes, (scales or {}).get(q.path, q.scale))
             have = np.asarray(numpy_helper.to_array(inits[name])) if name in inits else None
             if have is None or not any(have.shape == w.shape and have.tobytes() == w.tobytes()
