@@ -17,8 +17,10 @@ checkpoint on resume.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
@@ -56,6 +58,24 @@ def from_env() -> DistInfo:
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend)
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+@contextlib.contextmanager
+def joined() -> Iterator[DistInfo]:
+    """:func:`from_env` for the length of a run: a process group this joins is destroyed when the
+    run ends (one that was joined before is left alone).
+
+    Without it, gloo's worker threads outlive the interpreter and a rank can abort at exit with
+    "terminate called without an active exception" (pytorch/pytorch#190489), after the run itself
+    ended cleanly (e.g. an interrupted ``--nproc`` run printed that line before its resume hint).
+    """
+    was_joined = dist.is_initialized()
+    info = from_env()
+    try:
+        yield info
+    finally:
+        if not was_joined and dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def device_for(info: DistInfo, requested: torch.device) -> torch.device:

@@ -95,7 +95,7 @@ def run(
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir}: output path exists and is not a directory")
     # one run per output directory; under torchrun rank 0 holds the lock for all ranks
-    with OutputLock(out_dir, enabled=distributed.from_env().is_main), _torch_threads(recipe.threads):
+    with distributed.joined() as info, OutputLock(out_dir, enabled=info.is_main), _torch_threads(recipe.threads):
         return _run_locked(recipe, out_dir, resume=resume, overwrite=overwrite, sink=sink, registry=registry,
                            export=export, all_ranks=all_ranks)
 
