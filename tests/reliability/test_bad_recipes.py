@@ -247,6 +247,10 @@ SCHEMA = {
                           "stages[0].quantizer: quantizer 'lsq': bits must be in 2..8"),
     "bits in an override": ('stages = [{type = "quantize", quantizer = {name = "lsq", overrides = '
                             '[{pattern = "*", bits = 99}]}}]', "stages[0].quantizer.overrides[0]"),
+    "unknown selector": ('stages = [{type = "quantize", quantizer = {name = "lsq", overrides = '
+                         '[{pattern = "@frist", bits = 8}]}}]', "unknown selector '@frist'"),
+    "unknown activation selector": ('stages = [{type = "quantize", quantizer = "lsq", activations = {overrides = '
+                                    '[{pattern = "@dw", skip = true}]}}]', "unknown selector '@dw'"),
     "zero temperature": ('stages = [{type = "mutual", distillation = {name = "hinton", temperature = 0}}]',
                          "stages[0].distillation: distillation_loss 'hinton': 'temperature' must be > 0.0"),
     "unknown stage": ('stages = [{type = "prun"}]', "stages[0].type: unknown stage type 'prun'; did you mean"),

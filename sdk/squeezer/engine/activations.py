@@ -22,7 +22,6 @@ each one's module, bits, signedness and step (:mod:`squeezer.artifact.format`).
 
 from __future__ import annotations
 
-import fnmatch
 import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -31,7 +30,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from squeezer.compress.targets import strip_wrappers
+from squeezer.compress.overrides import Layers
 from squeezer.compress.weight import compressed_weights
 from squeezer.errors import ConfigError
 from squeezer.recipe.configs import Activations
@@ -201,24 +200,22 @@ def activation_quantizers(model: nn.Module) -> dict[str, LsqActivationQuantizer]
 
 def choose_activations(model: nn.Module, choice: Activations, where: str) -> dict[str, tuple[int, bool | None]]:
     """``module name -> (bits, signed)`` of the compressed layers whose inputs ``choice`` quantizes
-    (``signed`` ``None``: decided by calibration). Overrides match module names (glob, or
-    '@first'/'@last': the first/last compressed layer); the first match wins."""
+    (``signed`` ``None``: decided by calibration). Overrides match module names (globs or selectors,
+    :mod:`squeezer.compress.overrides`); the first match wins; one that names no layer is refused."""
     modules = list(dict.fromkeys(path.rpartition(".")[0] for path, _ in compressed_weights(model)))
     if not modules:
         raise ConfigError(f"{where}: the model has no compressed layers whose inputs could be quantized")
-    aliases = {"@first": modules[0], "@last": modules[-1]}
+    layers = Layers.of(model, modules, owner=False)
+    patterns = [o.pattern for o in choice.overrides]
+    layers.check_used(patterns, where)
     out: dict[str, tuple[int, bool | None]] = {}
     for name in modules:
-        bits, signed, skip = choice.bits, None, False
-        for override in choice.overrides:
-            alias = aliases.get(override.pattern)
-            if (name == alias) if alias else fnmatch.fnmatchcase(strip_wrappers(name), override.pattern):
-                skip = override.skip
-                bits = override.bits if override.bits is not None else bits
-                signed = override.signed
-                break
-        if not skip:
-            out[name] = (bits, signed)
+        j = layers.first_match(patterns, name)
+        override = choice.overrides[j] if j is not None else None
+        if override is None:
+            out[name] = (choice.bits, None)
+        elif not override.skip:
+            out[name] = (override.bits if override.bits is not None else choice.bits, override.signed)
     return out
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
 from squeezer import compress
-from squeezer.compress.targets import strip_wrappers
+from squeezer.compress.overrides import Layers
 from squeezer.compress.weight import compressed_weights
 from squeezer.engine.activations import CHILD_NAME as ACTIVATION_CHILD
 from squeezer.recipe.configs import QuantizerChoice
@@ -18,24 +17,22 @@ from squeezer.registry import Registry
 
 def quantizer_chooser(model: nn.Module, registry: Registry, choice: QuantizerChoice,
                       where: str) -> Callable[[str], tuple[str, Any] | None]:
-    """``path -> (name, config)`` honouring per-layer overrides (first match wins; '@first'/'@last')."""
-    paths = [path for path, _ in compressed_weights(model)]
-    aliases = {"@first": paths[0], "@last": paths[-1]} if paths else {}
+    """``path -> (name, config)`` honouring per-layer overrides (first match wins; globs or selectors,
+    :mod:`squeezer.compress.overrides`); refuses an override that names no compressed weight."""
+    layers = Layers.of(model, [path for path, _ in compressed_weights(model)], owner=True)
+    patterns = [o.pattern for o in choice.overrides]
+    layers.check_used(patterns, where)
     base = registry.create("quantizer", choice.name, choice.options, where=where)
 
     def choose(path: str) -> tuple[str, Any] | None:
-        plain = strip_wrappers(path)
-        for j, override in enumerate(choice.overrides):
-            alias = aliases.get(override.pattern)
-            hit = path == alias if alias else fnmatch.fnmatchcase(plain, override.pattern)
-            if hit:
-                if override.skip:
-                    return None
-                options = {**choice.options, **override.options}
-                return choice.name, registry.create(
-                    "quantizer", choice.name, options, where=f"{where}.overrides[{j}]"
-                )
-        return choice.name, base
+        j = layers.first_match(patterns, path)
+        if j is None:
+            return choice.name, base
+        override = choice.overrides[j]
+        if override.skip:
+            return None
+        options = {**choice.options, **override.options}
+        return choice.name, registry.create("quantizer", choice.name, options, where=f"{where}.overrides[{j}]")
 
     return choose
 

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 import attrs
 
+from squeezer.compress.overrides import check_pattern
 from squeezer.compress.targets import Targets
 
 _positive = attrs.validators.gt(0.0)
@@ -62,11 +63,16 @@ class Strategy:
 DEFAULT_TASK = "classification"
 
 
+def _selector(instance: Any, attribute: Any, value: Any) -> None:
+    check_pattern(value)
+
+
 @attrs.frozen(kw_only=True)
 class QuantizerOverride:
     """Per-layer quantizer settings: the first override whose pattern matches a weight wins."""
 
-    pattern: str = _help("glob on parameter paths; '@first' and '@last' name the first/last compressed weight")
+    pattern: str = _help("glob on parameter paths, or '@first', '@last' (the first/last compressed weight) or "
+                         "'@depthwise' (depthwise convolutions)", validator=_selector)
     options: dict[str, Any] = _help("quantizer options replacing the stage's (e.g. bits = 8)", factory=dict)
     skip: bool = _help("leave matching weights unquantized", default=False)
 
@@ -89,7 +95,8 @@ def _activation_bits(instance: Any, attribute: Any, value: Any) -> None:
 class ActivationOverride:
     """Per-layer activation settings: the first override whose pattern matches a layer wins."""
 
-    pattern: str = _help("glob on module names of compressed layers; '@first' and '@last' name the first/last")
+    pattern: str = _help("glob on module names of compressed layers, or '@first', '@last' (the first/last) or "
+                         "'@depthwise' (depthwise convolutions)", validator=_selector)
     bits: int | None = _help("bit width of this layer's input (default: the table's)", default=None,
                              validator=_activation_bits)
     signed: bool | None = _help("force a signed (true) or unsigned (false) grid (default: from calibration)",
