@@ -86,6 +86,17 @@ def strip_wrappers(name: str) -> str:
     return name
 
 
+def _application_order(attr: str) -> tuple[int, int, int, str]:
+    """Sort key of a module's parameters: an RNN's weights in the order it applies them (layer,
+    direction, input before hidden before projection), so ``@first`` is ``weight_ih_l0``, the one
+    that reads the raw input; every other name alphabetical after them."""
+    match = _RNN_WEIGHT.fullmatch(attr)
+    if match is None:
+        return (1, 0, 0, attr)
+    layer = int(match.group(2)[2:].removesuffix("_reverse")) if match.group(2) else 0
+    return (0, 2 * layer + bool(match.group(3)), ("ih", "hh", "hr").index(match.group(1)), attr)
+
+
 def _type_names(module: nn.Module) -> set[str]:
     return {cls.__name__ for cls in type(module).__mro__}
 
@@ -128,7 +139,7 @@ def resolve(model: nn.Module, targets: Targets) -> Resolution:
         weights = {a for a in own if a == "weight" or (isinstance(module, rnns) and _RNN_WEIGHT.fullmatch(a))
                    or (isinstance(module, mha) and _MHA_WEIGHT.fullmatch(a))}
         by_type = bool(_type_names(module) & set(targets.types)) and bool(weights)
-        for attr in sorted(own):
+        for attr in sorted(own, key=_application_order):
             path = f"{name}.{attr}" if name else attr
             raw_path = f"{raw_name}.{attr}" if raw_name else attr
             by_param = _matches(path, targets.parameters)
