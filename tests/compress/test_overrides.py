@@ -123,3 +123,22 @@ def test_first_match_is_the_lowest_index_that_matches(patterns: list[str], name:
     hits = [j for j, p in enumerate(patterns) if layers.matches(p, name)]
     assert layers.first_match(patterns, name) == (hits[0] if hits else None)
     assert layers.matches("@first", "a.1") and layers.matches("@last", "b.4") and not layers.matches("@last", "b.2")
+
+
+def test_first_of_a_recurrent_net_is_the_weight_that_reads_the_input() -> None:
+    class Tagger(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = nn.GRU(3, 8, num_layers=2, bidirectional=True)
+            self.head = nn.Linear(16, 2)
+
+    model = Tagger()
+    compress.attach(model)
+    paths = [path for path, _ in compressed_weights(model)]
+    assert paths == ["rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.weight_ih_l0_reverse", "rnn.weight_hh_l0_reverse",
+                     "rnn.weight_ih_l1", "rnn.weight_hh_l1", "rnn.weight_ih_l1_reverse", "rnn.weight_hh_l1_reverse",
+                     "head.weight"]
+    choice = QuantizerChoice(name="lsq", options={"bits": 4},
+                             overrides=(QuantizerOverride(pattern="@first", options={"bits": 8}),))
+    bits = bits_by_path(model, choice)
+    assert bits["rnn.weight_ih_l0"] == 8 and sum(b == 8 for b in bits.values()) == 1
