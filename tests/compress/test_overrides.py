@@ -1,5 +1,5 @@
-"""Per-layer override patterns: globs and selectors match alike for weights and activations, an
-override that names no layer is refused, and '@depthwise' names exactly the depthwise convolutions."""
+"""Per-layer override patterns: globs and selectors match alike for weights and activations, a
+glob that names no layer is refused, and '@depthwise' names exactly the depthwise convolutions."""
 
 from __future__ import annotations
 
@@ -91,8 +91,8 @@ def test_wrapped_names_match_globs_without_the_prefix_and_selectors_as_they_are(
     assert bits["module.4.weight"] == 2 and bits["module.2.weight"] == 8 and bits["module.6.weight"] == 4
 
 
-@pytest.mark.parametrize("pattern", ["conv*", "@depthwise", "0"])
-def test_an_override_that_names_no_layer_is_refused_with_its_field(pattern: str) -> None:
+@pytest.mark.parametrize("pattern", ["conv*", "0", "2.weight.x"])
+def test_a_glob_that_names_no_layer_is_refused_with_its_field(pattern: str) -> None:
     model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
     compress.attach(model)
     choice = QuantizerChoice(name="lsq", options={"bits": 4}, overrides=(
@@ -142,3 +142,13 @@ def test_first_of_a_recurrent_net_is_the_weight_that_reads_the_input() -> None:
                              overrides=(QuantizerOverride(pattern="@first", options={"bits": 8}),))
     bits = bits_by_path(model, choice)
     assert bits["rnn.weight_ih_l0"] == 8 and sum(b == 8 for b in bits.values()) == 1
+
+
+def test_a_selector_may_name_no_layer_so_one_recipe_serves_every_model() -> None:
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    compress.attach(model)
+    choice = QuantizerChoice(name="lsq", options={"bits": 4}, overrides=(
+        QuantizerOverride(pattern="@depthwise", options={"bits": 8}),))
+    assert bits_by_path(model, choice) == {"0.weight": 4, "2.weight": 4}
+    acts = Activations(overrides=(ActivationOverride(pattern="@depthwise", skip=True),))
+    assert choose_activations(model, acts, "act") == {"0": (8, None), "2": (8, None)}

@@ -8,9 +8,10 @@ prefixes (``module.``, ``_orig_mod.``), or a selector:
 - ``@depthwise``: every depthwise convolution (``groups == in_channels > 1``), whose few weights
   per channel are the first to suffer from a coarse grid.
 
-A recipe's selectors are checked without torch (:func:`check_pattern`). An override that names no
-layer of the model is refused (:meth:`Layers.check_used`): a typo would otherwise leave the layer
-at the table's settings without a word, as NNCF's ``IgnoredScope(validate=True)`` refuses too.
+A recipe's selectors are checked without torch (:func:`check_pattern`). A glob that matches no layer
+of the model is refused (:meth:`Layers.check_used`): a typo would otherwise leave the layer at the
+table's settings without a word, as NNCF's ``IgnoredScope(validate=True)`` refuses too. A selector
+names a kind of layer, so one recipe serves models with and without it: ``@depthwise`` may name none.
 """
 
 from __future__ import annotations
@@ -86,9 +87,10 @@ class Layers:
         return next((j for j, p in enumerate(patterns) if self.matches(p, name)), None)
 
     def check_used(self, patterns: Sequence[str], where: str) -> None:
-        """Raise :class:`ConfigError` naming the first of ``patterns`` that matches none of the layers."""
+        """Raise :class:`ConfigError` naming the first glob of ``patterns`` that matches none of the
+        layers (selectors may name none)."""
         for j, pattern in enumerate(patterns):
-            if not any(self.matches(pattern, n) for n in self.names):
+            if pattern not in SELECTORS and not any(self.matches(pattern, n) for n in self.names):
                 shown = ", ".join(strip_wrappers(n) for n in self.names[:4])
                 more = f" and {len(self.names) - 4} more" if len(self.names) > 4 else ""
                 raise ConfigError(f"{where}.overrides[{j}]: pattern {pattern!r} matches no compressed layer "
