@@ -91,6 +91,8 @@ class OnnxReport:
     session_hint: str = SESSION_HINT
     #: of the quantized weights, those stored as float values because their layer's input is float
     float_weights: int = 0
+    #: of the quantized weights, those an embedding lookup reads as codes (rows gathered, then dequantized)
+    gathered_weights: int = 0
 
 
 def export_onnx(
@@ -154,11 +156,13 @@ def export_onnx(
     folded = onnx_qdq.prepare_integer(proto, weights) if acts else {}
     # a layer with a float input runs a float kernel: its weight is faster as a float constant
     floats = onnx_qdq.float_input_weights(proto, weights) if acts and fold_float_inputs else {}
+    # an embedding lookup reads a few rows: gather them from the codes, not from the dequantized table
+    gathered = onnx_qdq.gathered_weights(proto, weights)
     try:
         onnx.checker.check_model(proto, full_check=True)
     except Exception as e:
         raise ArtifactError(f"{target}: exported ONNX model is invalid: {first_line(e)}") from None
-    problems = onnx_qdq.check_weights(proto, weights, types, folded, floats)
+    problems = onnx_qdq.check_weights(proto, weights, types, folded, floats, gathered)
     pairs = onnx_qdq.activation_pairs(proto)
     if pairs != len(acts):
         problems.append(f"{pairs} QuantizeLinear/DequantizeLinear pairs for {len(acts)} activation quantizers")
@@ -174,7 +178,7 @@ def export_onnx(
     int4_count = sum(t in (onnx.TensorProto.INT4, onnx.TensorProto.UINT4) for t in types.values())
     hint = SESSION_HINT if acts or not weights else onnx_verify.WEIGHTS_ONLY_HINT
     return OnnxReport(target, opset, len(weights), agreement.max_abs_diff, len(data), int4_count, len(acts),
-                      atol, rtol, agreement.argmax_rows, hint, len(floats))
+                      atol, rtol, agreement.argmax_rows, hint, len(floats), len(gathered))
 
 
 # --- quantized weights -------------------------------------------------------------------------

@@ -154,13 +154,15 @@ def _is_transpose_2d(node: Any) -> bool:
 
 
 def check_weights(proto: Any, weights: Sequence[QuantizedWeight], types: dict[str, int],
-                  scales: dict[str, np.ndarray] | None = None, floats: dict[str, str] | None = None) -> list[str]:
+                  scales: dict[str, np.ndarray] | None = None, floats: dict[str, str] | None = None,
+                  gathered: dict[str, tuple[str, str]] | None = None) -> list[str]:
     """Problems with ``proto``'s weights: each read through a DequantizeLinear from an integer
     initializer of its codes' type and shape (transposed for a MatMul), holding its codes and
     scale; or, for the ``floats`` of :func:`float_input_weights`, a float initializer holding
-    ``codes * scale``. The optimizer may have merged weights of identical codes and scale into one
-    (layers copied from one another before training); such a weight is read through the one it
-    equals. Empty when all is well."""
+    ``codes * scale``; or, for the ``gathered`` of :func:`gathered_weights`, read by a Gather from
+    initializers holding its codes and scale. The optimizer may have merged weights of identical
+    codes and scale into one (layers copied from one another before training); such a weight is read
+    through the one it equals. Empty when all is well."""
     from onnx import numpy_helper
 
     graph = proto.graph
@@ -182,6 +184,17 @@ def check_weights(proto: Any, weights: Sequence[QuantizedWeight], types: dict[st
                 problems.append(f"{q.path} is not stored as a float initializer holding codes * scale")
             continue
         scale_bytes = (scales or {}).get(q.path, q.scale).astype(np.float32).tobytes()
+        if gathered and q.path in gathered:
+            codes_name, scale_name = gathered[q.path]
+            codes_init, scale_init = inits.get(codes_name), inits.get(scale_name)
+            if (codes_init is None or scale_init is None or codes_init.data_type != types[q.path]
+                    or tuple(codes_init.dims) != q.codes.shape
+                    or _int_bytes(codes_init) != np.ascontiguousarray(q.codes).astype(np.int64).tobytes()
+                    or numpy_helper.to_array(scale_init).astype(np.float32).tobytes() != scale_bytes
+                    or not any(n.op_type == "Gather" and n.input[0] == codes_name for n in graph.node)):
+                problems.append(f"{q.path} is not looked up by a Gather from initializers of its codes "
+                                f"(type {types[q.path]}) and scale")
+            continue
         keys = [(types[q.path], tuple(c.shape), np.ascontiguousarray(c).astype(np.int64).tobytes(), scale_bytes)
                 for c in (q.codes, q.codes.T)]
         if not any(key in readers for key in keys):
@@ -237,6 +250,72 @@ def float_input_weights(proto: Any, weights: Sequence[QuantizedWeight]) -> dict[
         graph.node.remove(dq)
         graph.initializer.append(numpy_helper.from_array(dequantized(codes, scale, axis), dq.output[0]))
         out[path] = dq.output[0]
+    if out:
+        _drop_unread_initializers(graph)
+    return out
+
+
+def gathered_weights(proto: Any, weights: Sequence[QuantizedWeight]) -> dict[str, tuple[str, str]]:
+    """Look up an embedding table's rows in its codes, then dequantize only those, in place: returns
+    path -> (codes, scale) initializer names of each quantized weight a ``Gather`` now reads as codes.
+
+    ``DequantizeLinear -> Gather`` (an embedding table, or a tied one's lookup) dequantizes the whole
+    table on every run to read a few rows of it (BERT-base: 23 M entries per run).
+    ``Gather(codes) -> DequantizeLinear`` per tensor, or ``Gather(codes) -> Cast -> Mul(Gather(scale))``
+    with one scale per row, computes the same values (zero points are 0: ``codes * scale``, one exact
+    product) for the gathered rows only. A tied table's other readers (a language model's output head)
+    keep its ``DequantizeLinear``. 8-bit codes only: onnxruntime's Gather takes no INT4."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = proto.graph
+    inits = {init.name: init for init in graph.initializer}
+    consumers = _consumers(graph)
+    paths = {f"{q.path}_quantized": q.path for q in weights}
+    out: dict[str, tuple[str, str]] = {}
+    for dq in [n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in paths]:
+        path, (codes_name, scale_name, *zero_name) = paths[dq.input[0]], dq.input
+        if not all(name in inits for name in dq.input) or inits[codes_name].data_type not in (
+                TensorProto.INT8, TensorProto.UINT8):
+            continue
+        codes, scale = inits[codes_name], numpy_helper.to_array(inits[scale_name])
+        if zero_name and np.asarray(numpy_helper.to_array(inits[zero_name[0]])).astype(np.int64).any():
+            continue  # squeezer writes zero points of 0; another graph's are left as they are
+        rank = len(codes.dims)
+        dq_axis = next((a.i for a in dq.attribute if a.name == "axis"), 1) % rank
+        users = consumers.get(dq.output[0], [])
+        for k, gather in enumerate(u for u in users if u.op_type == "Gather" and u.input[0] == dq.output[0]):
+            axis = next((a.i for a in gather.attribute if a.name == "axis"), 0) % rank
+            if scale.ndim == 1 and dq_axis != axis:
+                continue  # scales along another axis than the lookup's: left as it is
+            stem, result = f"{path}_gather{k}", gather.output[0]
+            nodes = [helper.make_node("Gather", [codes_name, gather.input[1]], [f"{stem}_codes"], axis=axis,
+                                      name=f"{stem}_Gather")]
+            if scale.ndim == 0:
+                nodes.append(helper.make_node("DequantizeLinear", [f"{stem}_codes", *dq.input[1:]], [result],
+                                              name=f"{stem}_DequantizeLinear"))
+            else:  # the rows' scales, broadcast over the entries after the lookup's axis
+                trailing = f"{stem}_trailing_axes"
+                graph.initializer.append(numpy_helper.from_array(
+                    np.arange(-(rank - 1 - axis), 0, dtype=np.int64), trailing))
+                nodes += [
+                    helper.make_node("Gather", [scale_name, gather.input[1]], [f"{stem}_rows"], axis=0,
+                                     name=f"{stem}_GatherScale"),
+                    helper.make_node("Unsqueeze", [f"{stem}_rows", trailing], [f"{stem}_scale"],
+                                     name=f"{stem}_Unsqueeze"),
+                    helper.make_node("Cast", [f"{stem}_codes"], [f"{stem}_float"], to=TensorProto.FLOAT,
+                                     name=f"{stem}_Cast"),
+                    helper.make_node("Mul", [f"{stem}_float", f"{stem}_scale"], [result], name=f"{stem}_Mul"),
+                ]
+                if rank - 1 - axis == 0:  # the rows are the last axis: nothing to broadcast over
+                    nodes = [n for n in nodes if n.op_type != "Unsqueeze"]
+                    nodes[-1].input[1] = f"{stem}_rows"
+            at = list(graph.node).index(gather)
+            graph.node.remove(gather)
+            for i, node in enumerate(nodes):
+                graph.node.insert(at + i, node)
+            out[path] = (codes_name, scale_name)
+        if path in out and not any(dq.output[0] in n.input for n in graph.node):
+            graph.node.remove(dq)
     if out:
         _drop_unread_initializers(graph)
     return out

@@ -236,6 +236,8 @@ def export_command(
         acts = f", {r.activations} activations as QuantizeLinear/DequantizeLinear" if r.activations else ""
         if r.float_weights:
             acts += f"; {r.float_weights} weights of layers with a float input as float values (faster)"
+        if r.gathered_weights:
+            acts += f"; {r.gathered_weights} embedding tables looked up in their codes (rows dequantized after)"
         console.print(Text(
             f"wrote {r.path}: {fmt_bytes(r.file_bytes)} ONNX (opset {r.opset}), {r.quantized} quantized weights "
             f"as integer codes + DequantizeLinear{int4}{acts}; onnxruntime matches torch (max |diff| "
