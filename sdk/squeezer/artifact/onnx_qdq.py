@@ -264,7 +264,7 @@ def gathered_weights(proto: Any, weights: Sequence[QuantizedWeight]) -> dict[str
     ``Gather(codes) -> DequantizeLinear`` per tensor, or ``Gather(codes) -> Cast -> Mul(Gather(scale))``
     with one scale per row, computes the same values (zero points are 0: ``codes * scale``, one exact
     product) for the gathered rows only. A tied table's other readers (a language model's output head)
-    keep its ``DequantizeLinear``. 8-bit codes only: onnxruntime's Gather takes no INT4."""
+    keep its ``DequantizeLinear``. 8-bit codes only: ONNX's Gather takes no INT4 (opset 21)."""
     from onnx import TensorProto, helper, numpy_helper
 
     graph = proto.graph
