@@ -22,7 +22,7 @@ INTEGER_EXPORT = _ZEROS_PACKED + (
 #: what the model suite measured for the mutual stage (benchmarks/results/SUITE.md), said after a run's own figures
 PHASE2_ON_THE_SUITE = (
     "On the model suite (six models, 3 seeds) this stage is level with the same epochs of plain "
-    "fine-tuning (PQK - fine-tuning +0.12 +- 0.39 test points, +0.05 validation, 18 paired runs; "
+    "fine-tuning (PQK - fine-tuning +0.13 +- 0.40 test points, +0.02 validation, 18 paired runs; "
     "benchmarks/results/SUITE.md): KD helps only where the self-teacher leads. "
     "recipes/phase1.toml fine-tunes instead."
 )
