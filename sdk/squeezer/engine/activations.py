@@ -201,7 +201,7 @@ def activation_quantizers(model: nn.Module) -> dict[str, LsqActivationQuantizer]
 def choose_activations(model: nn.Module, choice: Activations, where: str) -> dict[str, tuple[int, bool | None]]:
     """``module name -> (bits, signed)`` of the compressed layers whose inputs ``choice`` quantizes
     (``signed`` ``None``: decided by calibration). Overrides match module names (globs or selectors,
-    :mod:`squeezer.compress.overrides`); the first match wins; one that names no layer is refused."""
+    :mod:`squeezer.compress.overrides`); the first match wins; a glob that names no layer is refused."""
     modules = list(dict.fromkeys(path.rpartition(".")[0] for path, _ in compressed_weights(model)))
     if not modules:
         raise ConfigError(f"{where}: the model has no compressed layers whose inputs could be quantized")

@@ -18,7 +18,7 @@ from squeezer.registry import Registry
 def quantizer_chooser(model: nn.Module, registry: Registry, choice: QuantizerChoice,
                       where: str) -> Callable[[str], tuple[str, Any] | None]:
     """``path -> (name, config)`` honouring per-layer overrides (first match wins; globs or selectors,
-    :mod:`squeezer.compress.overrides`); refuses an override that names no compressed weight."""
+    :mod:`squeezer.compress.overrides`); refuses a glob that names no compressed weight."""
     layers = Layers.of(model, [path for path, _ in compressed_weights(model)], owner=True)
     patterns = [o.pattern for o in choice.overrides]
     layers.check_used(patterns, where)
