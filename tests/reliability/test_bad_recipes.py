@@ -247,6 +247,10 @@ SCHEMA = {
                           "stages[0].quantizer: quantizer 'lsq': bits must be in 2..8"),
     "bits in an override": ('stages = [{type = "quantize", quantizer = {name = "lsq", overrides = '
                             '[{pattern = "*", bits = 99}]}}]', "stages[0].quantizer.overrides[0]"),
+    "infinite factory option": ('stages = [{type = "train"}]\n[model]\nfactory = "a:b"\nwidth = inf\n[data]\n'
+                                'factory = "a:b"', "model.options.width: must be a finite number, got inf"),
+    "nan plugin option": ('stages = [{type = "prune", scheduler = {name = "one_shot", target = 0.5, x = [nan]}}]',
+                          "stages[0].scheduler.options.x[0]: must be a finite number, got nan"),
     "unknown selector": ('stages = [{type = "quantize", quantizer = {name = "lsq", overrides = '
                          '[{pattern = "@frist", bits = 8}]}}]', "unknown selector '@frist'"),
     "unknown activation selector": ('stages = [{type = "quantize", quantizer = "lsq", activations = {overrides = '

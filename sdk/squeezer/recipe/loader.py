@@ -224,6 +224,19 @@ def _build(cls: type, raw: Any, path: str, source: str, extra: Mapping[str, Any]
         raise ConfigError(f"{source}: {where}: {message}") from None
 
 
+def _check_finite(value: Any, path: str, source: str) -> None:
+    """Refuse TOML's inf and nan anywhere in an options table (a factory's or a plugin's): no
+    option means them, and a NaN width or learning rate fails far from the recipe line."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{source}: {path}: must be a finite number, got {value!r}")
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_finite(item, f"{path}.{key}", source)
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _check_finite(item, f"{path}[{i}]", source)
+
+
 def _convert(hint: Any, value: Any, path: str, source: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
@@ -249,6 +262,7 @@ def _convert(hint: Any, value: Any, path: str, source: str) -> Any:
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{source}: {path}: must be a table, got {_kind(value)}")
+        _check_finite(value, path, source)
         return dict(value)
     if hint is bool:
         if not isinstance(value, bool):
