@@ -231,7 +231,7 @@ def _check_finite(value: Any, path: str, source: str) -> None:
         raise ConfigError(f"{source}: {path}: must be a finite number, got {value!r}")
     if isinstance(value, Mapping):
         for key, item in value.items():
-            _check_finite(item, f"{path}.{key}", source)
+            _check_finite(item, _join(path, str(key)), source)
     elif isinstance(value, list | tuple):
         for i, item in enumerate(value):
             _check_finite(item, f"{path}[{i}]", source)
