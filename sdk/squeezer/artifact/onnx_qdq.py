@@ -243,9 +243,9 @@ def float_input_weights(proto: Any, weights: Sequence[QuantizedWeight]) -> dict[
                 u.op_type not in _WEIGHTED or list(u.input[1:2]) != [dq.output[0]]
                 or getattr(producer.get(u.input[0]), "op_type", None) == "DequantizeLinear" for u in users):
             continue
-        codes, scale, *zero = (numpy_helper.to_array(inits[name]) for name in dq.input)
-        if zero and np.asarray(zero[0]).astype(np.int64).any():
-            continue  # squeezer writes zero points of 0; another graph's are left as they are
+        if not _zero_points_are_zero(dq, inits):
+            continue
+        codes, scale = (numpy_helper.to_array(inits[name]) for name in dq.input[:2])
         axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
         graph.node.remove(dq)
         graph.initializer.append(numpy_helper.from_array(dequantized(codes, scale, axis), dq.output[0]))
@@ -273,13 +273,13 @@ def gathered_weights(proto: Any, weights: Sequence[QuantizedWeight]) -> dict[str
     paths = {f"{q.path}_quantized": q.path for q in weights}
     out: dict[str, tuple[str, str]] = {}
     for dq in [n for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] in paths]:
-        path, (codes_name, scale_name, *zero_name) = paths[dq.input[0]], dq.input
+        path, (codes_name, scale_name) = paths[dq.input[0]], dq.input[:2]
         if not all(name in inits for name in dq.input) or inits[codes_name].data_type not in (
                 TensorProto.INT8, TensorProto.UINT8):
             continue
+        if not _zero_points_are_zero(dq, inits):
+            continue
         codes, scale = inits[codes_name], numpy_helper.to_array(inits[scale_name])
-        if zero_name and np.asarray(numpy_helper.to_array(inits[zero_name[0]])).astype(np.int64).any():
-            continue  # squeezer writes zero points of 0; another graph's are left as they are
         rank = len(codes.dims)
         dq_axis = next((a.i for a in dq.attribute if a.name == "axis"), 1) % rank
         users = consumers.get(dq.output[0], [])
@@ -293,22 +293,21 @@ def gathered_weights(proto: Any, weights: Sequence[QuantizedWeight]) -> dict[str
             if scale.ndim == 0:
                 nodes.append(helper.make_node("DequantizeLinear", [f"{stem}_codes", *dq.input[1:]], [result],
                                               name=f"{stem}_DequantizeLinear"))
-            else:  # the rows' scales, broadcast over the entries after the lookup's axis
-                trailing = f"{stem}_trailing_axes"
-                graph.initializer.append(numpy_helper.from_array(
-                    np.arange(-(rank - 1 - axis), 0, dtype=np.int64), trailing))
+            else:  # the rows' scales, broadcast over the entries after the lookup's axis (if any)
+                rows, trailing = f"{stem}_rows", rank - 1 - axis
+                nodes.append(helper.make_node("Gather", [scale_name, gather.input[1]], [rows], axis=0,
+                                              name=f"{stem}_GatherScale"))
+                if trailing:
+                    graph.initializer.append(numpy_helper.from_array(
+                        np.arange(-trailing, 0, dtype=np.int64), f"{stem}_trailing_axes"))
+                    nodes.append(helper.make_node("Unsqueeze", [rows, f"{stem}_trailing_axes"], [f"{stem}_scale"],
+                                                  name=f"{stem}_Unsqueeze"))
+                    rows = f"{stem}_scale"
                 nodes += [
-                    helper.make_node("Gather", [scale_name, gather.input[1]], [f"{stem}_rows"], axis=0,
-                                     name=f"{stem}_GatherScale"),
-                    helper.make_node("Unsqueeze", [f"{stem}_rows", trailing], [f"{stem}_scale"],
-                                     name=f"{stem}_Unsqueeze"),
                     helper.make_node("Cast", [f"{stem}_codes"], [f"{stem}_float"], to=TensorProto.FLOAT,
                                      name=f"{stem}_Cast"),
-                    helper.make_node("Mul", [f"{stem}_float", f"{stem}_scale"], [result], name=f"{stem}_Mul"),
+                    helper.make_node("Mul", [f"{stem}_float", rows], [result], name=f"{stem}_Mul"),
                 ]
-                if rank - 1 - axis == 0:  # the rows are the last axis: nothing to broadcast over
-                    nodes = [n for n in nodes if n.op_type != "Unsqueeze"]
-                    nodes[-1].input[1] = f"{stem}_rows"
             at = list(graph.node).index(gather)
             graph.node.remove(gather)
             for i, node in enumerate(nodes):
@@ -319,6 +318,14 @@ def gathered_weights(proto: Any, weights: Sequence[QuantizedWeight]) -> dict[str
     if out:
         _drop_unread_initializers(graph)
     return out
+
+
+def _zero_points_are_zero(dq: Any, inits: dict[str, Any]) -> bool:
+    """Whether ``dq``'s zero point is absent or all zeros: squeezer writes zero points of 0, and the
+    rewrites rely on it (``codes * scale``); another graph's are left as they are."""
+    from onnx import numpy_helper
+
+    return len(dq.input) < 3 or not np.asarray(numpy_helper.to_array(inits[dq.input[2]])).astype(np.int64).any()
 
 
 def _drop_unread_initializers(graph: Any) -> None:
