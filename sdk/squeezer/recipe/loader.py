@@ -275,8 +275,7 @@ def _convert(hint: Any, value: Any, path: str, source: str) -> Any:
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{source}: {path}: must be a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ConfigError(f"{source}: {path}: must be a finite number, got {value!r}")
+        _check_finite(value, path, source)
         return float(value)
     if hint is str:
         if not isinstance(value, str):
