@@ -216,6 +216,7 @@ def dead_rows(model: Any) -> list[dict[str, Any]]:
     import torch
 
     from squeezer import compress
+    from squeezer.compress.overrides import is_depthwise
 
     out = []
     with torch.no_grad():
@@ -226,7 +227,7 @@ def dead_rows(model: Any) -> list[dict[str, Any]]:
             rows = weight.shape[0]
             by_mask = int((~p.mask.reshape(rows, -1).any(1)).sum())
             by_value = int((weight.reshape(rows, -1) == 0).all(1).sum())
-            depthwise = isinstance(module, torch.nn.Conv2d) and module.groups > 1
+            depthwise = is_depthwise(module)
             out.append({"layer": path, "type": type(module).__name__, "depthwise": depthwise, "rows": rows,
                         "density": float(p.mask.float().mean()), "dead_mask": by_mask, "dead_quantized": by_value})
     return out
