@@ -251,6 +251,8 @@ SCHEMA = {
                                 'factory = "a:b"', "model.options.width: must be a finite number, got inf"),
     "nan plugin option": ('stages = [{type = "prune", scheduler = {name = "one_shot", target = 0.5, x = [nan]}}]',
                           "stages[0].scheduler.options.x[0]: must be a finite number, got nan"),
+    "integer beyond float": ('stages = [{type = "train", lr = 1' + "0" * 400 + '}]',
+                             "stages[0].optim.lr: must be a finite number, got an integer of 401 digits"),
     "inf under an odd key": ('stages = [{type = "train"}]\n[model]\nfactory = "a:b"\n"a\\u001fb" = inf\n'
                             '[data]\nfactory = "a:b"', "model.options.'a\\x1fb': must be a finite number"),
     "unknown selector": ('stages = [{type = "quantize", quantizer = {name = "lsq", overrides = '

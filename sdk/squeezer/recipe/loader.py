@@ -276,7 +276,11 @@ def _convert(hint: Any, value: Any, path: str, source: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{source}: {path}: must be a number, got {value!r}")
         _check_finite(value, path, source)
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer literal beyond float's range
+            raise ConfigError(f"{source}: {path}: must be a finite number, got an integer of "
+                              f"{len(str(abs(value)))} digits") from None
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{source}: {path}: must be a string, got {value!r}")
